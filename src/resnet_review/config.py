@@ -1,0 +1,224 @@
+"""Project paths and the validated contents of ``params.yaml``.
+
+``params.yaml`` has one profile switch, the budgets of the three profiles, the shared training
+recipe and one section per pipeline stage.  Everything is validated up front with pydantic so
+that a typo or an impossible value stops a run before any training starts, with one line per
+bad key::
+
+    params.yaml is invalid:
+      profiles.cpu.epochs: Input should be greater than 0 (got -1)
+      baseline.modle: Extra inputs are not permitted (got 'resnet50')
+
+Technique stages with extra keys register a schema with :func:`register_stage_schema`; any
+other section is validated as a plain :class:`StageParams`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) names an unknown key, a wrong type or an impossible value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    """What every technique gets under one profile: the same data, epochs and seeds."""
+
+    train_size: int = Field(gt=0, description="training images, a class-stratified subset of the train split")
+    val_size: int = Field(gt=0, description="validation images evaluated after every epoch")
+    test_size: int = Field(gt=0, le=10_000, description="test images; 10000 is the whole test set")
+    data_seed: int = Field(0, ge=0, description="seed of the subset draw, fixed across techniques")
+    img_size: int = Field(28, ge=8, le=512)
+    in_chans: Literal[1, 3] = 1
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    seeds: list[int] = Field(min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    bootstrap_resamples: int = Field(1000, ge=0)
+    latency_repeats: int = Field(20, gt=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+
+class Recipe(_Strict):
+    """How a model is trained: optimiser, schedule and regularisation of the loss."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-5, ge=0)
+    warmup_epochs: float = Field(0.3, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(None, gt=0)
+
+
+class StageParams(_Strict):
+    """A technique stage: which registered model it trains and how the recipe differs."""
+
+    model: str = "resnet50"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the shared recipe")
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys_are_recipe_keys(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        Recipe(**overrides)  # raises with the offending key named
+        return overrides
+
+    def recipe(self, shared: Recipe) -> Recipe:
+        return Recipe(**{**shared.model_dump(), **self.train})
+
+
+class PrepareParams(_Strict):
+    val_size: int = Field(5000, gt=0, lt=60_000)
+    split_seed: int = Field(0, ge=0)
+
+
+class Params(BaseModel):
+    """The whole of params.yaml."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    profile: Literal["smoke", "cpu", "gpu"]
+    profiles: dict[Literal["smoke", "cpu", "gpu"], Budget]
+    prepare: PrepareParams = PrepareParams()
+    train: Recipe = Recipe()
+
+    @model_validator(mode="after")
+    def _profile_is_defined(self) -> "Params":
+        if self.profile not in self.profiles:
+            raise ValueError(f"profile '{self.profile}' has no entry under 'profiles'")
+        return self
+
+    @property
+    def budget(self) -> Budget:
+        return self.profiles[self.profile]
+
+    def stage(self, name: str) -> StageParams:
+        if name not in self.stage_names():
+            raise ParamsError(f"params.yaml has no section '{name}' (stages: {', '.join(self.stage_names())})")
+        return _STAGE_SCHEMAS.get(name, StageParams).model_validate(self.model_extra[name])
+
+    def stage_names(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+
+_STAGE_SCHEMAS: dict[str, type[StageParams]] = {}
+
+
+def register_stage_schema(stage: str, schema: type[StageParams]) -> type[StageParams]:
+    """Declare the keys a technique stage accepts beyond :class:`StageParams`."""
+    _STAGE_SCHEMAS[stage] = schema
+    return schema
+
+
+# --------------------------------------------------------------------------- paths
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``params.yaml`` and ``dvc.yaml``: ``$RESNET_REVIEW_ROOT`` or the nearest
+    such folder above ``start`` (the working directory by default), so notebooks run by papermill,
+    nbval or by hand all find the same files."""
+    if env := os.environ.get("RESNET_REVIEW_ROOT"):
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no params.yaml + dvc.yaml found in {here} or above; set RESNET_REVIEW_ROOT")
+
+
+class Paths:
+    """Every location the project reads or writes, relative to the project root."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).resolve() if root else project_root()
+        self.params = self.root / "params.yaml"
+        self.raw = self.root / "data" / "raw"
+        self.prepared = self.root / "data" / "prepared" / "fashion_mnist.pt"
+        self.reports = self.root / "reports"
+        self.stages = self.reports / "stages"
+        self.models = self.root / "models"
+
+    def stage_reports(self, stage: str, reports_dir: str | os.PathLike = "reports/stages") -> Path:
+        return self._under_root(reports_dir) / stage
+
+    def stage_models(self, stage: str, models_dir: str | os.PathLike = "models") -> Path:
+        return self._under_root(models_dir) / stage
+
+    def resume_dir(self, stage: str, models_dir: str | os.PathLike = "models") -> Path:
+        """Per-epoch checkpoints for resuming; outside the stage's DVC outputs, which DVC
+        deletes before it re-runs a stage."""
+        return self._under_root(models_dir) / "_resume" / stage
+
+    def _under_root(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.root / path
+
+
+# --------------------------------------------------------------------------- loading
+def _format_errors(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (*([prefix] if prefix else []), *e["loc"]))
+        got = "" if e["type"] == "missing" else f" (got {e['input']!r})"
+        lines.append(f"  {key}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping: every section, every stage, one line per bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source} must be a mapping, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"{source} is invalid:\n{_format_errors(err)}") from None
+    problems = []
+    for name in params.stage_names():
+        section = params.model_extra[name]
+        if not isinstance(section, dict):
+            problems.append(f"  {name}: a stage section must be a mapping (got {section!r})")
+            continue
+        try:
+            _STAGE_SCHEMAS.get(name, StageParams).model_validate(section)
+        except ValidationError as err:
+            problems.append(_format_errors(err, prefix=name))
+    if problems:
+        raise ParamsError(f"{source} is invalid:\n" + "\n".join(problems))
+    return params
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``profile`` overrides the file's switch."""
+    path = Path(path) if path else Paths().params
+    if not path.is_file():
+        raise ParamsError(f"{path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ParamsError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        raw = {**raw, "profile": profile}
+    return validate_params(raw, source=str(path.name))

@@ -1,0 +1,225 @@
+"""The one profiler: what a model costs, measured the same way for every technique.
+
+- parameters, and FLOPs/MACs of one forward pass from PyTorch's own ``FlopCounterMode``
+  (MACs = FLOPs / 2: it counts a multiply-add as two FLOPs);
+- CPU latency at batch 1 and 32 (eval mode, warm-up, median of repeats, thread count recorded),
+  CUDA latency too when a GPU is present;
+- peak memory of one training step (forward + backward): CUDA's allocator peak on a GPU, the
+  rise of the process's peak resident set (Linux ``VmHWM``, reset first) on the CPU;
+- size of the saved ``state_dict``.
+
+CLI::
+
+    python -m resnet_review.profiling resnet50 --img-size 28 --in-chans 1 --num-classes 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class ModelProfile:
+    params: int
+    flops: int
+    macs: int
+    latency_ms: dict[str, float]
+    threads: int
+    peak_train_memory_mb: float
+    peak_train_memory_method: str
+    checkpoint_mb: float
+    input_shapes: list[list[int]]
+
+    def scalars(self) -> dict[str, float]:
+        """Flat numbers for dvclive and the report (params in millions, MACs in billions)."""
+        out = {"params_m": self.params / 1e6, "gmacs": self.macs / 1e9,
+               "peak_train_memory_mb": self.peak_train_memory_mb, "checkpoint_mb": self.checkpoint_mb,
+               "threads": self.threads}
+        out |= {f"latency_{k}_ms": v for k, v in self.latency_ms.items()}
+        return out
+
+
+def example_inputs(input_shapes: list[tuple[int, ...]], batch_size: int, device: str | torch.device = "cpu",
+                   seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random normal inputs of the given per-example shapes (one tensor per model input)."""
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn((batch_size, *shape), generator=gen).to(device) for shape in input_shapes)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one forward pass on ``inputs`` (all rows together)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time (ms) of one eval-mode forward pass; CUDA timed with events."""
+    was_training = model.training
+    model.eval()
+    cuda = inputs[0].device.type == "cuda"
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(*inputs)
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                model(*inputs)
+                elapsed = (time.perf_counter() - t0) * 1e3
+            if i >= warmup:
+                times.append(elapsed)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def _rss_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
+        return True
+    except OSError:
+        return False
+
+
+def peak_training_memory_mb(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[float, str]:
+    """Peak extra memory of one forward + backward pass, and how it was measured.
+
+    Parameters and inputs already resident are not counted; activations, gradients and
+    workspace are.  Returns NaN where neither method is available.
+    """
+    model = copy.deepcopy(model).train()
+    device = inputs[0].device
+    model.to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = model(*inputs)
+        out.float().logsumexp(1).mean().backward()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated"
+    if not _reset_peak_rss():
+        return float("nan"), "unavailable"
+    base = _rss_kib("VmRSS")
+    out = model(*inputs)
+    out.float().logsumexp(1).mean().backward()
+    peak = _rss_kib("VmHWM")
+    if base is None or peak is None:
+        return float("nan"), "unavailable"
+    return (peak - base) / 1024, "cpu peak RSS rise (VmHWM)"
+
+
+def checkpoint_mb(model: nn.Module) -> float:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes / 2**20
+
+
+def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batch_sizes: tuple[int, ...] = (1, 32),
+                  memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None) -> ModelProfile:
+    """Profile ``model`` for inputs of per-example ``input_shapes`` (e.g. ``[(1, 28, 28)]``).
+
+    Latency is measured on the CPU always and on CUDA when available (``cuda=None``); the model
+    is deep-copied, so the caller's weights, statistics and device are untouched.
+    """
+    input_shapes = [tuple(s) for s in input_shapes]
+    cpu_model = copy.deepcopy(model).cpu().float().eval()
+    latency = {f"cpu_b{b}": measure_latency(cpu_model, example_inputs(input_shapes, b), repeats) for b in batch_sizes}
+    use_cuda = torch.cuda.is_available() if cuda is None else cuda
+    mem_device = "cpu"
+    if use_cuda:
+        gpu_model = copy.deepcopy(cpu_model).cuda()
+        for b in batch_sizes:
+            latency[f"cuda_b{b}"] = measure_latency(gpu_model, example_inputs(input_shapes, b, "cuda"), repeats)
+        mem_device = "cuda"
+    memory, method = peak_training_memory_mb(cpu_model, example_inputs(input_shapes, memory_batch_size, mem_device))
+    flops = count_flops(cpu_model, example_inputs(input_shapes, 1))
+    return ModelProfile(
+        params=count_params(cpu_model),
+        flops=flops,
+        macs=flops // 2,
+        latency_ms=latency,
+        threads=torch.get_num_threads(),
+        peak_train_memory_mb=memory,
+        peak_train_memory_method=f"{method}, batch {memory_batch_size}",
+        checkpoint_mb=checkpoint_mb(cpu_model),
+        input_shapes=[list(s) for s in input_shapes],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .models import build_model
+
+    parser = argparse.ArgumentParser(prog="python -m resnet_review.profiling", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a project or timm model name, e.g. resnet50")
+    parser.add_argument("--img-size", type=int, default=28)
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-cuda", action="store_true", help="skip CUDA latency even when a GPU is present")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    for flag in ("img_size", "in_chans", "num_classes", "repeats"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if any(b <= 0 for b in args.batch_sizes):
+        parser.error(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    try:
+        model = build_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
+    except ValueError as err:
+        parser.error(str(err))
+    result = profile_model(model, [(args.in_chans, args.img_size, args.img_size)], batch_sizes=tuple(args.batch_sizes),
+                           repeats=args.repeats, cuda=False if args.no_cuda else None)
+    if args.json:
+        print(json.dumps({"model": args.model, **asdict(result)}, indent=2))
+    else:
+        print(f"{args.model} @ {args.img_size}px, {args.in_chans} channel(s), {args.num_classes} classes")
+        for key, value in result.scalars().items():
+            print(f"  {key:>24}: {value:,.3f}")
+        print(f"  {'memory method':>24}: {result.peak_train_memory_method}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

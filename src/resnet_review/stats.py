@@ -1,0 +1,55 @@
+"""Confidence intervals used everywhere a number is reported."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its two-sided confidence interval over ``n`` independent runs (seeds)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:.4f} (n=1, no CI)"
+        return f"{self.mean:.4f} ± {self.half_width:.4f}"
+
+
+def mean_ci(values, confidence: float = 0.95) -> Estimate:
+    """Mean and Student-t confidence interval; with one value the interval is undefined (NaN)."""
+    x = np.asarray(list(values), dtype=float)
+    if x.size == 0:
+        raise ValueError("mean_ci needs at least one value")
+    mean = float(x.mean())
+    if x.size < 2:
+        return Estimate(mean, math.nan, math.nan, 1, confidence)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return Estimate(mean, mean - half, mean + half, int(x.size), confidence)
+
+
+def bootstrap_ci(correct, resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (e.g. accuracy from per-example 0/1 correctness):
+    the uncertainty due to the finite test set, for one trained model."""
+    x = np.asarray(correct, dtype=float)
+    if resamples == 0 or x.size < 2 or np.all(x == x[0]):
+        return (float(x.mean()), float(x.mean())) if x.size else (math.nan, math.nan)
+    res = stats.bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=confidence,
+                          method="percentile", random_state=np.random.default_rng(seed), vectorized=True)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
