@@ -37,7 +37,7 @@ from .engine import Accel, FitResult, atomic_save, fit, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import build_model
 from .profiling import ModelProfile, profile_model
-from .stats import Estimate, mean_ci
+from .stats import Estimate, mean_ci, paired_difference, verdict
 
 # Metrics aggregated over seeds, as (name in metrics.json, how to read it from one seed's run).
 SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
@@ -75,19 +75,28 @@ class VariantResult:
 
     def summary(self) -> dict[str, Any]:
         """The nested block written to metrics.json under the variant's name."""
-        out: dict[str, Any] = {m: _finite(self.estimate(m).as_dict()) for m in SEED_METRICS}
+        # mean and 95% CI bounds only: n is `seeds`, the confidence level is always 0.95
+        out: dict[str, Any] = {m: _finite({k: v for k, v in self.estimate(m).as_dict().items() if k.startswith(("mean", "ci_"))})
+                               for m in SEED_METRICS}
         if self.profile is not None:
             out |= _finite(self.profile.scalars())
         out["seeds"] = len(self.runs)
+        # per-seed values, so a later stage can pair its seeds with these (see Stage.reference)
+        out["per_seed"] = {"seed": [r.seed for r in self.runs],
+                           **{m: [SEED_METRICS[m](r) for r in self.runs] for m in ("test_acc", "test_macro_f1")}}
         return out | self.info
 
     def per_seed(self) -> list[dict[str, float]]:
         return [{"seed": r.seed, **{m: fn(r) for m, fn in SEED_METRICS.items()}} for r in self.runs]
 
 
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
+def _finite(value: Any) -> Any:
     """JSON has no NaN: undefined values (e.g. a CI from one seed) are written as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class Stage:
@@ -183,6 +192,35 @@ class Stage:
                 if key in metrics:
                     self.live.log_metric(f"{variant}/seed{seed}/{key}", metrics[key], plot=True)
         return log
+
+    # ------------------------------------------------------------------ comparisons
+    def reference(self, stage: str = "baseline", variant: str = "resnet50",
+                  stages_dir: str = "reports/stages") -> dict[str, list[float]]:
+        """Per-seed results of another stage's variant (by default the committed baseline), read
+        from its metrics.json: the control a technique is compared with, without retraining it."""
+        path = self.paths.stage_reports(stage, stages_dir) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
+        data = json.loads(path.read_text())
+        if variant not in data or "per_seed" not in data[variant]:
+            raise KeyError(f"{path} has no per-seed results for variant '{variant}'")
+        if data.get("profile") != self.params.profile:
+            raise ValueError(f"{path} was produced under profile '{data.get('profile')}', this stage runs "
+                             f"'{self.params.profile}'; results of different budgets are not comparable")
+        return data[variant]["per_seed"]
+
+    def effect(self, result: VariantResult, control: dict[str, list[float]] | VariantResult,
+               metric: str = "test_acc", expected_sign: int = +1) -> tuple[Estimate, str]:
+        """Paired (same seeds) difference ``result - control`` with its 95% CI and the verdict on
+        a claim that expects the difference to have ``expected_sign``."""
+        if isinstance(control, VariantResult):
+            control = {"seed": [r.seed for r in control.runs], metric: [SEED_METRICS[metric](r) for r in control.runs]}
+        mine = {r.seed: SEED_METRICS[metric](r) for r in result.runs}
+        theirs = dict(zip(control["seed"], control[metric]))
+        if set(mine) != set(theirs):
+            raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); a paired comparison needs the same seeds")
+        effect = paired_difference([mine[s] for s in sorted(mine)], [theirs[s] for s in sorted(mine)])
+        return effect, verdict(effect, expected_sign)
 
     # ------------------------------------------------------------------ outputs
     def save_figure(self, fig, name: str) -> Path:

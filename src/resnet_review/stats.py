@@ -53,3 +53,27 @@ def bootstrap_ci(correct, resamples: int = 1000, confidence: float = 0.95, seed:
     res = stats.bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=confidence,
                           method="percentile", random_state=np.random.default_rng(seed), vectorized=True)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def paired_difference(treatment, control, confidence: float = 0.95) -> Estimate:
+    """Mean and CI of ``treatment - control`` over matched runs (the same seeds, data and budget)."""
+    a, b = np.asarray(list(treatment), dtype=float), np.asarray(list(control), dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired runs must match one to one, got {a.size} and {b.size} values")
+    return mean_ci(a - b, confidence)
+
+
+VERDICTS = ("supported", "not supported", "inconclusive at this budget")
+
+
+def verdict(effect: Estimate, expected_sign: int = +1) -> str:
+    """Whether an effect's CI agrees with a claim that expects it to be positive (``+1``) or
+    negative (``-1``): excluded zero on the claimed side -> supported; on the other side -> not
+    supported; an interval that holds zero (or none at all, from one seed) -> inconclusive."""
+    if expected_sign not in (1, -1):
+        raise ValueError("expected_sign must be +1 or -1")
+    lo, hi = effect.ci_low * expected_sign, effect.ci_high * expected_sign
+    lo, hi = min(lo, hi), max(lo, hi)
+    if math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
+        return VERDICTS[2]
+    return VERDICTS[0] if lo > 0 else VERDICTS[1]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Make sure data/raw holds the four Fashion-MNIST IDX files that data.dvc records.
+# Installs Debian's dataset-fashion-mnist when it is missing, then lets DVC copy and hash-check
+# the files (`dvc update data.dvc`); data.dvc must come out unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=/usr/share/datasets/fashion-mnist
+DVC=${DVC:-.venv/bin/dvc}
+
+if [ ! -f "$SRC/train-images-idx3-ubyte.gz" ]; then
+  echo "Fashion-MNIST not found in $SRC; installing Debian's dataset-fashion-mnist" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "error: apt-get is not available. Put the four Fashion-MNIST .gz files in $SRC" \
+         "(or in data/raw) and run this again." >&2
+    exit 1
+  fi
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; }; then
+    echo "error: could not install dataset-fashion-mnist (needs root or sudo and a Debian mirror)." >&2
+    exit 1
+  fi
+fi
+
+if "$DVC" status data.dvc 2>/dev/null | grep -q "up to date"; then
+  echo "data/raw is up to date with data.dvc"
+  exit 0
+fi
+before=$(git hash-object data.dvc)
+"$DVC" update -q data.dvc
+if [ "$(git hash-object data.dvc)" != "$before" ]; then
+  git diff --stat -- data.dvc >&2 || true
+  git checkout -- data.dvc 2>/dev/null || true
+  echo "error: the files in $SRC differ from those data.dvc records; data.dvc was left unchanged." >&2
+  exit 1
+fi
+echo "data/raw restored from $SRC and verified against data.dvc"

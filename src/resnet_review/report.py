@@ -1,0 +1,121 @@
+"""Gather every stage's ``metrics.json`` into the master table, figures and ``index.html``.
+
+Stages are discovered, not listed: any ``<stages_dir>/<stage>/metrics.json`` whose top-level
+entries hold a ``test_acc`` block (as :class:`~resnet_review.experiment.Stage` writes them)
+becomes one row per variant, so a new technique appears in the report without edits here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+# Columns of the master table: (column in the collected frame, heading, format)
+MASTER_COLUMNS = [
+    ("test_acc", "test accuracy (95% CI)", "ci"),
+    ("test_macro_f1", "macro-F1 (95% CI)", "ci"),
+    ("train_val_gap", "train−val gap", "ci"),
+    ("params_m", "params (M)", "{:.2f}"),
+    ("gmacs", "GMACs", "{:.3f}"),
+    ("latency_cpu_b1_ms", "CPU ms (b=1)", "{:.1f}"),
+    ("latency_cpu_b32_ms", "CPU ms (b=32)", "{:.1f}"),
+    ("train_time_s", "train s/seed", "mean"),
+    ("peak_train_memory_mb", "train peak MB", "{:.0f}"),
+    ("seeds", "seeds", "{:.0f}"),
+]
+
+
+def _flatten(block: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in block.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{name}_")
+        else:
+            out[name] = math.nan if value is None else value
+    return out
+
+
+def collect(stages_dir: str | Path) -> pd.DataFrame:
+    """One row per (stage, variant) from every ``metrics.json`` found under ``stages_dir``."""
+    rows = []
+    for path in sorted(Path(stages_dir).glob("*/metrics.json")):
+        data = json.loads(path.read_text())
+        for variant, block in data.items():
+            if isinstance(block, dict) and isinstance(block.get("test_acc"), dict):
+                rows.append({"stage": path.parent.name, "variant": variant, "label": f"{path.parent.name}/{variant}",
+                             "profile": data.get("profile", "?"), **_flatten(block)})
+    return pd.DataFrame(rows)
+
+
+def _fmt(row: pd.Series, column: str, how: str) -> str:
+    if how == "ci":
+        mean, lo, hi = (row.get(f"{column}_{k}", math.nan) for k in ("mean", "ci_low", "ci_high"))
+        if pd.isna(mean):
+            return ""
+        return f"{mean:.4f}" if pd.isna(lo) else f"{mean:.4f} ± {(hi - lo) / 2:.4f}"
+    value = row.get(f"{column}_mean", math.nan) if how == "mean" else row.get(column, math.nan)
+    return "" if pd.isna(value) else (f"{value:.0f}" if how == "mean" else how.format(value))
+
+
+def master_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The report's headline table: every stage variant with accuracy ± CI and its costs."""
+    if frame.empty:
+        return pd.DataFrame(columns=["stage", "variant", "profile"] + [h for _, h, _ in MASTER_COLUMNS])
+    rows = [{"stage": row["stage"], "variant": row["variant"], "profile": row["profile"],
+             **{heading: _fmt(row, col, how) for col, heading, how in MASTER_COLUMNS}}
+            for _, row in frame.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def write_tables(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"raw_csv": out_dir / "all_metrics.csv", "csv": out_dir / "master_table.csv",
+             "md": out_dir / "master_table.md"}
+    frame.to_csv(paths["raw_csv"], index=False)
+    table = master_table(frame)
+    table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(table.to_markdown(index=False) + "\n", encoding="utf-8")
+    return paths
+
+
+def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str | Path,
+                figures: list[Path], table: pd.DataFrame) -> Path:
+    """``reports/index.html``: links to every rendered notebook, the key figures and the table."""
+    reports_dir, stages_dir, report_dir = Path(reports_dir), Path(stages_dir), Path(report_dir)
+
+    def rel(p: Path) -> str:
+        return html.escape(Path(p).resolve().relative_to(reports_dir.resolve()).as_posix())
+
+    notebooks = sorted(p for p in stages_dir.glob("*/notebook.html"))
+    items = "\n".join(f'<li><a href="{rel(p)}">{html.escape(p.parent.name)}</a></li>' for p in notebooks)
+    items += f'\n<li><a href="{rel(report_dir / "notebook.html")}">report</a> (this summary, rendered)</li>'
+    imgs = "\n".join(f'<figure><img src="{rel(f)}" alt="{html.escape(f.stem)}"><figcaption>{html.escape(f.stem)}'
+                     f"</figcaption></figure>" for f in figures)
+    profiles = ", ".join(sorted(table["profile"].unique())) if "profile" in table else "?"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>resnet-review results</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;font-size:90%}}td,th{{border:1px solid #ccc;padding:3px 6px}}
+img{{max-width:100%}}</style></head><body>
+<h1>resnet-review: measured ResNet50 optimisation techniques</h1>
+<p>Fashion-MNIST, profile <b>{html.escape(profiles)}</b>. Accuracy is the mean over seeds with a 95% Student-t
+confidence interval; small-budget profiles (smoke, cpu) are not paper-grade numbers.</p>
+<h2>Rendered notebooks</h2><ul>
+{items}
+</ul>
+<h2>Master table</h2>
+{table.to_html(index=False, escape=True, border=0)}
+<h2>Figures</h2>
+{imgs}
+</body></html>
+"""
+    path = reports_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
