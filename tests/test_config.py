@@ -1,0 +1,72 @@
+import copy
+
+import pytest
+import yaml
+
+from resnet_review.config import ParamsError, load_params, validate_params
+
+
+@pytest.fixture
+def raw(paths):
+    return yaml.safe_load(paths.params.read_text())
+
+
+def test_the_committed_params_are_valid(raw):
+    params = validate_params(raw)
+    assert set(params.profiles) == {"smoke", "cpu", "gpu"}
+    assert params.budget == params.profiles[params.profile]
+    assert {"baseline", "data_overview", "report"} <= set(params.stage_names())
+
+
+def error_for(raw, mutate) -> str:
+    raw = copy.deepcopy(raw)
+    mutate(raw)
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    return str(err.value)
+
+
+def test_unknown_key_is_named(raw):
+    msg = error_for(raw, lambda r: r["profiles"]["cpu"].update(epoch=3))
+    assert "profiles.cpu.epoch: Extra inputs are not permitted" in msg
+
+
+def test_wrong_type_is_named(raw):
+    msg = error_for(raw, lambda r: r["train"].update(lr="fast"))
+    assert "train.lr:" in msg and "'fast'" in msg
+
+
+def test_impossible_values_are_named_one_line_each(raw):
+    def mutate(r):
+        r["profiles"]["smoke"]["epochs"] = -1
+        r["profiles"]["smoke"]["test_size"] = 20_000
+        r["profiles"]["cpu"]["seeds"] = [0, 0]
+    lines = error_for(raw, mutate).splitlines()
+    assert any(line.strip().startswith("profiles.smoke.epochs: Input should be greater than 0") for line in lines)
+    assert any(line.strip().startswith("profiles.smoke.test_size:") for line in lines)
+    assert any("profiles.cpu.seeds" in line and "distinct" in line for line in lines)
+
+
+def test_unknown_profile_and_stage_keys(raw):
+    assert "profile:" in error_for(raw, lambda r: r.update(profile="tpu"))
+    assert "baseline.modle" in error_for(raw, lambda r: r["baseline"].update(modle="resnet18"))
+    assert "weight_decy" in error_for(raw, lambda r: r["baseline"].update(train={"weight_decy": 0.1}))
+
+
+def test_stage_override_of_the_shared_recipe(raw):
+    raw = copy.deepcopy(raw)
+    raw["baseline"]["train"] = {"lr": 0.05}
+    params = validate_params(raw)
+    recipe = params.stage("baseline").recipe(params.train)
+    assert recipe.lr == 0.05 and recipe.optimizer == params.train.optimizer
+
+
+def test_profile_override_and_missing_file(paths, tmp_path):
+    assert load_params(paths.params, profile="smoke").budget.train_size == 256
+    with pytest.raises(ParamsError, match="profile must be one of"):
+        load_params(paths.params, profile="huge")
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("profile: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,120 @@
+import pytest
+import torch
+from torch import nn
+
+from resnet_review.config import Recipe
+from resnet_review.data import TensorData
+from resnet_review.engine import Accel, NonFiniteLossError, fit, seed_everything, warmup_cosine
+from resnet_review.evaluate import evaluate
+from resnet_review.models import build_model
+
+CPU = Accel.for_device("cpu")
+RECIPE = Recipe(lr=0.05, warmup_epochs=0.2)
+
+
+def resnet18(seed=0):
+    seed_everything(seed)
+    return build_model("resnet18", num_classes=10, in_chans=1)
+
+
+def test_engine_learns_fashion_mnist(small_splits):
+    model = resnet18()
+    result = fit(model, small_splits.train, small_splits.val, recipe=RECIPE, epochs=3, batch_size=64, accel=CPU)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.7
+    test = evaluate(model, small_splits.test)
+    assert test.accuracy > 0.6, test.accuracy  # chance is 0.1
+    assert test.accuracy_ci[0] < test.accuracy < test.accuracy_ci[1]
+    assert result.images_per_s > 0 and result.epochs_completed == 3
+
+
+def test_resume_continues_where_an_interrupted_run_stopped(tiny_splits, tmp_path):
+    kwargs = dict(recipe=RECIPE, epochs=3, batch_size=32, accel=CPU, seed=7)
+    reference = resnet18(seed=7)
+    full = fit(reference, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "ref.pt", **kwargs)
+
+    def interrupt(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(resnet18(seed=7), tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
+            on_epoch_end=interrupt, **kwargs)
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 2
+    resumed_model = resnet18(seed=7)
+    resumed = fit(resumed_model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt", **kwargs)
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_completed == 3
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
+    for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_splits, tmp_path):
+    kwargs = dict(epochs=1, batch_size=32, accel=CPU, checkpoint_path=tmp_path / "c.pt")
+    fit(resnet18(), tiny_splits.train, None, recipe=RECIPE, **kwargs)
+    other = fit(resnet18(), tiny_splits.train, None, recipe=RECIPE.model_copy(update={"lr": 0.01}), **kwargs)
+    assert other.resumed_from_epoch == 0 and other.epochs_completed == 1
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tiny_splits, tmp_path):
+    calls = {"n": 0}
+    steps_per_epoch = len(tiny_splits.train) // 32
+
+    def loss_fn(logits, targets, inputs):
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(logits, targets)
+        return loss * float("nan") if calls["n"] > steps_per_epoch else loss  # breaks in epoch 2
+
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(NonFiniteLossError, match=r"became nan in epoch 2.*last good checkpoint .*after epoch 1"):
+        fit(resnet18(), tiny_splits.train, None, recipe=RECIPE, epochs=3, batch_size=32, accel=CPU,
+            loss_fn=loss_fn, checkpoint_path=ckpt, nan_check_every=1)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_hooks_batch_transform_callback_and_two_input_models(tiny_splits):
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(28 * 28, 10), nn.Linear(28 * 28, 10)
+
+        def forward(self, x1, x2):
+            return self.a(x1.flatten(1)) + self.b(x2.flatten(1))
+
+    x = tiny_splits.train.inputs[0]
+    paired = TensorData((x, x.flip(-1)), tiny_splits.train.targets)
+    seen = {"transform": 0, "epochs": []}
+
+    def soft_targets(inputs, targets):  # what mixup does: soft labels that sum to 1
+        seen["transform"] += 1
+        return inputs, nn.functional.one_hot(targets, 10).float() * 0.9 + 0.01
+
+    def stop_after_two(epoch, metrics):
+        seen["epochs"].append(epoch)
+        return epoch == 2
+
+    model = TwoInputs()
+    result = fit(model, paired, None, recipe=RECIPE, epochs=5, batch_size=64, accel=CPU,
+                 batch_transform=soft_targets, on_epoch_end=stop_after_two)
+    assert result.stopped_early and seen["epochs"] == [1, 2] and seen["transform"] == 2 * (256 // 64)
+    assert model(x[:2], x[:2]).shape == (2, 10)
+
+
+def test_warmup_then_cosine_schedule():
+    values = [warmup_cosine(s, 100, 10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] < 0.01
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_bad_arguments_fail_before_training(tiny_splits):
+    with pytest.raises(ValueError, match="epochs and batch_size must be positive"):
+        fit(resnet18(), tiny_splits.train, None, recipe=RECIPE, epochs=0, batch_size=32, accel=CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA on a machine without it")
+def test_asking_for_a_missing_gpu_is_an_error():
+    with pytest.raises(RuntimeError, match="device 'cuda' was requested"):
+        Accel.for_device("cuda")

@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resnet_review.models import build_model
+from resnet_review.profiling import count_flops, count_params, example_inputs, profile_model
+
+
+def test_resnet18_matches_its_published_size():
+    # torchvision/timm ResNet18, 224 px, 3 channels, 1000 classes: 11.69 M parameters, 1.82 GMACs
+    model = build_model("resnet18", num_classes=1000, in_chans=3)
+    assert count_params(model) == 11_689_512
+    macs = count_flops(model, example_inputs([(3, 224, 224)], 1)) / 2
+    assert macs / 1e9 == pytest.approx(1.82, abs=0.01)
+
+
+def test_profile_of_the_baseline_is_complete_and_leaves_the_model_alone():
+    model = build_model("resnet50", num_classes=10, in_chans=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prof = profile_model(model, [(1, 28, 28)], repeats=2, cuda=False)
+    assert prof.params == 23_522_250
+    assert prof.macs == prof.flops // 2 and 0.07e9 < prof.macs < 0.09e9
+    assert set(prof.latency_ms) == {"cpu_b1", "cpu_b32"}
+    assert 0 < prof.latency_ms["cpu_b1"] < prof.latency_ms["cpu_b32"]
+    assert prof.threads == torch.get_num_threads()
+    assert prof.peak_train_memory_mb > 10  # activations of a batch of 32 at least
+    assert prof.checkpoint_mb == pytest.approx(23_522_250 * 4 / 2**20, rel=0.02)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "resnet_review.profiling", *args], capture_output=True, text=True)
+
+
+def test_cli_json():
+    out = run_cli("resnet18", "--img-size", "32", "--in-chans", "3", "--num-classes", "10", "--repeats", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["model"] == "resnet18" and data["params"] == count_params(build_model("resnet18", 10, 3))
+    assert data["input_shapes"] == [[3, 32, 32]]
+
+
+def test_cli_rejects_bad_arguments_with_a_clear_message():
+    bad_size = run_cli("resnet18", "--img-size", "0")
+    assert bad_size.returncode == 2 and "--img-size must be positive" in bad_size.stderr
+    unknown = run_cli("resnet5O")
+    assert unknown.returncode == 2 and "unknown model 'resnet5O'" in unknown.stderr

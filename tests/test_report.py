@@ -1,0 +1,48 @@
+import json
+import re
+from pathlib import Path
+
+from resnet_review import report
+
+
+def write_stage(stages: Path, name: str, acc: float, profile: str = "smoke"):
+    folder = stages / name
+    folder.mkdir(parents=True)
+    block = {"test_acc": {"mean": acc, "ci_low": acc - 0.01, "ci_high": acc + 0.01},
+             "test_macro_f1": {"mean": acc - 0.02, "ci_low": None, "ci_high": None},
+             "params_m": 11.7, "gmacs": 0.5, "seeds": 3}
+    (folder / "metrics.json").write_text(json.dumps({"profile": profile, "stage": name, "variant_a": block,
+                                                     "not_a_variant": {"x": 1}, "step": 3}))
+    (folder / "notebook.html").write_text("<html></html>")
+
+
+def test_report_picks_up_a_stage_it_has_never_seen(tmp_path):
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    write_stage(stages, "zz_brand_new_technique", 0.85)
+    frame = report.collect(stages)
+    assert sorted(frame["stage"]) == ["baseline", "zz_brand_new_technique"]
+    table = report.master_table(frame)
+    row = table[table.stage == "zz_brand_new_technique"].iloc[0]
+    assert row["test accuracy (95% CI)"] == "0.8500 ± 0.0100"
+    assert row["macro-F1 (95% CI)"] == "0.8300"  # no CI from one seed: mean alone
+    paths = report.write_tables(frame, tmp_path / "report")
+    assert "zz_brand_new_technique" in paths["md"].read_text()
+
+
+def test_index_links_resolve(tmp_path):
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "fig.png").write_bytes(b"\x89PNG")
+    (out / "notebook.html").write_text("<html></html>")
+    frame = report.collect(stages)
+    index = report.write_index(tmp_path, stages, out, [out / "figures" / "fig.png"], report.master_table(frame))
+    links = re.findall(r'(?:href|src)="([^"]+)"', index.read_text())
+    assert "stages/baseline/notebook.html" in links and "report/figures/fig.png" in links
+    assert all((tmp_path / link).is_file() for link in links)
+
+
+def test_empty_stages_dir_gives_an_empty_table(tmp_path):
+    assert report.master_table(report.collect(tmp_path)).empty
