@@ -102,7 +102,7 @@ def _finite(value: Any) -> Any:
 class Stage:
     """Everything one technique notebook needs, resolved from params.yaml and the profile."""
 
-    def __init__(self, name: str, *, profile: str | None = None, reports_dir: str = "reports/scratch",
+    def __init__(self, name: str, *, profile: str | None = None, reports_dir: str = "reports/scratch/stages",
                  models_dir: str = "models/scratch", params: Params | None = None, root: str | os.PathLike | None = None):
         self.paths = Paths(root)
         self.params = params or load_params(self.paths.params, profile=profile)
@@ -194,11 +194,11 @@ class Stage:
         return log
 
     # ------------------------------------------------------------------ comparisons
-    def reference(self, stage: str = "baseline", variant: str = "resnet50",
-                  stages_dir: str = "reports/stages") -> dict[str, list[float]]:
-        """Per-seed results of another stage's variant (by default the committed baseline), read
-        from its metrics.json: the control a technique is compared with, without retraining it."""
-        path = self.paths.stage_reports(stage, stages_dir) / "metrics.json"
+    def reference(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, list[float]]:
+        """Per-seed results of another stage's variant (by default the baseline), read from its
+        metrics.json beside this stage's: the control a technique is compared with, without
+        retraining it."""
+        path = self.out_dir.parent / stage / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
         data = json.loads(path.read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +92,7 @@ def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str
     reports_dir, stages_dir, report_dir = Path(reports_dir), Path(stages_dir), Path(report_dir)
 
     def rel(p: Path) -> str:
-        return html.escape(Path(p).resolve().relative_to(reports_dir.resolve()).as_posix())
+        return html.escape(Path(os.path.relpath(Path(p).resolve(), reports_dir.resolve())).as_posix())
 
     notebooks = sorted(p for p in stages_dir.glob("*/notebook.html"))
     items = "\n".join(f'<li><a href="{rel(p)}">{html.escape(p.parent.name)}</a></li>' for p in notebooks)

@@ -1,0 +1,126 @@
+"""The pipeline end to end, in a copy of the project under the smoke profile: `dvc repro`, the
+README's recipe for a new technique, real metrics, rendered notebooks, and a no-op second run."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- recipe:{marker} -->\n```yaml\n(.*?)```", text, re.S)
+    assert match, f"README has no recipe:{marker} block"
+    return match.group(1)
+
+
+def sh(cmd, cwd, timeout=900):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RESNET_REVIEW_ROOT", None)
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, shell=True)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw data,
+    switched to the smoke profile and extended by the README's recipe."""
+    dest = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
+    shutil.rmtree(dest / "reports", ignore_errors=True)  # results must come from this run
+    (dest / "dvc.lock").unlink(missing_ok=True)
+
+    params = (dest / "params.yaml").read_text()
+    params = re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M)
+    (dest / "params.yaml").write_text(params + "\n" + readme_block("params"))
+    (dest / "dvc.yaml").write_text((dest / "dvc.yaml").read_text() + "\n" + readme_block("dvc"))
+    shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
+
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    log = sh("dvc repro", dest)
+    return dest, log
+
+
+def test_repro_writes_real_metrics(project):
+    dest, log = project
+    metrics = json.loads((dest / "reports/stages/baseline/metrics.json").read_text())
+    assert metrics["profile"] == "smoke"
+    block = metrics["resnet50"]
+    assert 0.0 <= block["test_acc"]["mean"] <= 1.0
+    assert block["test_acc"]["ci_low"] <= block["test_acc"]["mean"] <= block["test_acc"]["ci_high"]
+    assert block["params_m"] == pytest.approx(23.52225)
+    assert block["seeds"] == 2 and len(block["per_seed"]["test_acc"]) == 2
+    assert block["latency_cpu_b1_ms"] > 0 and block["train_images_per_s"]["mean"] > 0
+    weights = sorted((dest / "models/baseline/resnet50").glob("seed*.pt"))
+    assert [w.name for w in weights] == ["seed0.pt", "seed1.pt"]
+    assert not (dest / "models/_resume/baseline").exists()  # resume checkpoints dropped on success
+
+
+def test_rendered_notebooks_hold_outputs(project):
+    dest, _ = project
+    for stage in ("data_overview", "baseline", "my_technique"):
+        nb = json.loads((dest / f"reports/stages/{stage}/notebook.ipynb").read_text())
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert any(o.get("output_type") == "display_data" for o in outputs), stage
+        assert (dest / f"reports/stages/{stage}/notebook.html").stat().st_size > 10_000
+    assert (dest / "reports/stages/baseline/figures/training_curves.png").is_file()
+
+
+def test_readme_recipe_adds_a_technique_the_report_picks_up(project):
+    dest, _ = project
+    metrics = json.loads((dest / "reports/stages/my_technique/metrics.json").read_text())
+    assert metrics["verdict"] in ("supported", "not supported", "inconclusive at this budget")
+    assert metrics["resnet50"]["test_acc"]["mean"] >= 0 and metrics["profile"] == "smoke"
+    table = (dest / "reports/report/master_table.md").read_text()
+    assert "my_technique" in table and "baseline" in table
+
+
+def test_index_links_resolve(project):
+    dest, _ = project
+    index = (dest / "reports/index.html").read_text()
+    links = re.findall(r'(?:href|src)="([^"]+)"', index)
+    assert "stages/baseline/notebook.html" in links and "report/notebook.html" in links
+    assert all((dest / "reports" / link).is_file() for link in links)
+
+
+def test_dvc_sees_metrics_and_plots_and_a_second_repro_is_a_no_op(project):
+    dest, _ = project
+    shown = json.loads(sh("dvc metrics show --json", dest))
+    assert any("baseline/metrics.json" in path for rev in shown.values() for path in rev["data"])
+    sh("dvc params diff", dest)
+    sh("dvc plots show -o plots_html", dest)
+    assert (dest / "plots_html/index.html").is_file()
+    assert "Data and pipelines are up to date" in sh("dvc repro", dest)
+
+
+def test_bad_params_stop_before_any_kernel_starts(project, tmp_path):
+    dest, _ = project
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["profiles"]["smoke"]["epochs"] = 0
+    bad = tmp_path / "bad"
+    shutil.copytree(dest, bad, ignore=shutil.ignore_patterns("models", ".dvc", ".git", "data"))
+    (bad / "params.yaml").write_text(yaml.safe_dump(params))
+    before = (bad / "reports/stages/baseline/metrics.json").read_text()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-m", "resnet_review.pipeline", "notebooks/01_baseline_resnet50.ipynb",
+                          "--stage", "baseline", "--reports-dir", "reports/stages"], cwd=bad, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "profiles.smoke.epochs: Input should be greater than 0" in out.stderr
+    assert (bad / "reports/stages/baseline/metrics.json").read_text() == before  # results already written are untouched
