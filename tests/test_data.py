@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_review.data import (CLASSES, RAW_FILES, DataIntegrityError, load_image_folder, load_prepared, parse_idx,
-                                prepare, read_idx, split_indices, stratified_subset, to_model_input, verify_raw)
+from resnet_review.data import (
+    CLASSES,
+    RAW_FILES,
+    DataIntegrityError,
+    load_image_folder,
+    load_prepared,
+    parse_idx,
+    prepare,
+    read_idx,
+    split_indices,
+    stratified_subset,
+    to_model_input,
+    verify_raw,
+)
 
 
 def test_read_idx_parses_the_real_test_labels(paths):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .storage import atomic_save
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -112,17 +113,6 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare(raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_size: int, split_seed: int) -> dict:
@@ -143,7 +133,7 @@ def prepare(raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_size: i
         "meta": {"val_size": val_size, "split_seed": split_seed, "classes": list(CLASSES),
                  "raw_md5": {k: v[1] for k, v in RAW_FILES.items()}},
     }
-    _atomic_torch_save(out, Path(out_path))
+    atomic_save(out, out_path)
     return {"train": len(train_idx), "val": len(val_idx), "test": len(out["test_labels"])}
 
 

@@ -22,7 +22,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ from tqdm import tqdm
 
 from .config import Recipe
 from .data import TensorData
-from .evaluate import predict, metrics_from_logits
+from .evaluate import metrics_from_logits, predict
+from .storage import atomic_save
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor]
 BatchTransform = Callable[[tuple[torch.Tensor, ...], torch.Tensor], tuple[tuple[torch.Tensor, ...], torch.Tensor]]
@@ -94,10 +94,10 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """timm's factory: no weight decay on norm and bias parameters."""
     kwargs = {"momentum": recipe.momentum, "nesterov": recipe.nesterov} if recipe.optimizer == "sgd" else {}
-    opt = "sgd" if recipe.optimizer == "sgd" else "adamw"
-    return timm.optim.create_optimizer_v2(model, opt=opt, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                          **kwargs)
+    return timm.optim.create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr,
+                                          weight_decay=recipe.weight_decay, **kwargs)
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
@@ -110,23 +110,6 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash mid-write
-    never leaves a truncated checkpoint where a good one was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def run_fingerprint(model: nn.Module, recipe: Recipe, **settings) -> str:
     """Identifies a training run, so a checkpoint of another configuration is never resumed."""
     blob = json.dumps({"model": repr(model), "recipe": recipe.model_dump(), **settings}, sort_keys=True, default=str)

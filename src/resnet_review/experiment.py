@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from dvclive import Live
 from torch import nn
 
 from . import __version__
 from .config import Budget, Params, Paths, Recipe, StageParams, load_params
 from .data import Splits, load_splits
-from .engine import Accel, FitResult, atomic_save, fit, seed_everything
+from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import build_model
 from .profiling import ModelProfile, profile_model
 from .stats import Estimate, mean_ci, paired_difference, verdict
+from .storage import atomic_save
 
 # Metrics aggregated over seeds, as (name in metrics.json, how to read it from one seed's run).
 SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
@@ -76,8 +76,10 @@ class VariantResult:
     def summary(self) -> dict[str, Any]:
         """The nested block written to metrics.json under the variant's name."""
         # mean and 95% CI bounds only: n is `seeds`, the confidence level is always 0.95
-        out: dict[str, Any] = {m: _finite({k: v for k, v in self.estimate(m).as_dict().items() if k.startswith(("mean", "ci_"))})
-                               for m in SEED_METRICS}
+        out: dict[str, Any] = {}
+        for metric in SEED_METRICS:
+            est = self.estimate(metric)
+            out[metric] = _finite({"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
         if self.profile is not None:
             out |= _finite(self.profile.scalars())
         out["seeds"] = len(self.runs)
@@ -103,7 +105,8 @@ class Stage:
     """Everything one technique notebook needs, resolved from params.yaml and the profile."""
 
     def __init__(self, name: str, *, profile: str | None = None, reports_dir: str = "reports/scratch/stages",
-                 models_dir: str = "models/scratch", params: Params | None = None, root: str | os.PathLike | None = None):
+                 models_dir: str = "models/scratch", params: Params | None = None,
+                 root: str | os.PathLike | None = None):
         self.paths = Paths(root)
         self.params = params or load_params(self.paths.params, profile=profile)
         self.name = name
@@ -218,7 +221,8 @@ class Stage:
         mine = {r.seed: SEED_METRICS[metric](r) for r in result.runs}
         theirs = dict(zip(control["seed"], control[metric]))
         if set(mine) != set(theirs):
-            raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); a paired comparison needs the same seeds")
+            raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); "
+                             "a paired comparison needs the same seeds")
         effect = paired_difference([mine[s] for s in sorted(mine)], [theirs[s] for s in sorted(mine)])
         return effect, verdict(effect, expected_sign)
 

@@ -47,7 +47,8 @@ def run_notebook(notebook: str | Path, stage: str, *, reports_dir: str = "report
     out_dir = paths.stage_reports(stage, reports_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "notebook.ipynb"
-    parameters = {"stage_name": stage, "profile": params.profile, "reports_dir": reports_dir, "models_dir": models_dir, **(extra or {})}
+    parameters = {"stage_name": stage, "profile": params.profile, "reports_dir": reports_dir,
+                  "models_dir": models_dir, **(extra or {})}
     print(f"[{stage}] running {notebook.relative_to(paths.root)} (profile {params.profile}) -> "
           f"{executed.relative_to(paths.root)}", file=sys.stderr)
     t0 = time.perf_counter()

@@ -83,8 +83,8 @@ def sample_grid(data: TensorData, per_class: int = 8, title: str = ""):
     return fig
 
 
-def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc", costs: Sequence[str] = ("gmacs", "latency_cpu_b1_ms", "params_m"),
-                  label: str = "label"):
+def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
+                  costs: Sequence[str] = ("gmacs", "latency_cpu_b1_ms", "params_m"), label: str = "label"):
     """Accuracy (mean with 95% CI bars) against each cost, one point per stage variant."""
     fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.8), squeeze=False, sharey=True)
     for ax, cost in zip(axes[0], costs):
@@ -93,7 +93,8 @@ def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc", costs: Sequence[str]
         hi = (data[f"{y}_ci_high"] - data[f"{y}_mean"]).fillna(0)
         ax.errorbar(data[cost], data[f"{y}_mean"], yerr=[lo, hi], fmt="o", capsize=3)
         for _, row in data.iterrows():
-            ax.annotate(row[label], (row[cost], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(row[label], (row[cost], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
         ax.set_xlabel(cost)
     axes[0][0].set_ylabel(f"{y} (mean, 95% CI over seeds)")
     fig.tight_layout()
