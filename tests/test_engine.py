@@ -42,8 +42,11 @@ def test_resume_continues_where_an_interrupted_run_stopped(tiny_splits, tmp_path
             on_epoch_end=interrupt, **kwargs)
     assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 2
     resumed_model = resnet18(seed=7)
-    resumed = fit(resumed_model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt", **kwargs)
+    logged = []
+    resumed = fit(resumed_model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
+                  log_epoch=lambda epoch, metrics: logged.append(epoch), **kwargs)
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_completed == 3
+    assert logged == [1, 2, 3]  # the epochs before the interruption are replayed to the logger
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name

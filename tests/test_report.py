@@ -46,3 +46,21 @@ def test_index_links_resolve(tmp_path):
 
 def test_empty_stages_dir_gives_an_empty_table(tmp_path):
     assert report.master_table(report.collect(tmp_path)).empty
+
+
+def test_update_readme_fills_the_marked_sections_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nmiddle\n"
+                      "<!-- benchmark:begin -->\n<!-- benchmark:end -->\nend\n")
+    out = tmp_path / "reports" / "report"
+    out.mkdir(parents=True)
+    (out / "master_table.md").write_text("| stage |\n|---|\n| baseline |\n")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"device": "cpu", "threads": 2, "torch": "2.14", "model": "resnet50", "batch_size": 128,
+                                 "steps": 30, "rounds": [{}, {}], "ratio_median": 1.01, "data_share_median": 0.002,
+                                 "images_per_s_engine": 230, "images_per_s_bare": 232, "meets_goals": True}))
+    report.update_readme(readme, out, bench)
+    text = readme.read_text()
+    assert "old" not in text and "| baseline |" in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    assert "**1.010×**" in text and "meets both goals" in text

@@ -204,6 +204,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
                 torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
             history, start_epoch = list(state["history"]), int(state["epoch"])
             print(f"[{desc}] resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}", file=sys.stderr)
+            for past in history if log_epoch is not None else ():
+                log_epoch(int(past["epoch"]), past)  # the logger sees the whole run, not just its tail
         else:
             print(f"[{desc}] {checkpoint_path} belongs to another configuration; starting afresh", file=sys.stderr)
 

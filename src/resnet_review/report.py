@@ -120,3 +120,61 @@ confidence interval; small-budget profiles (smoke, cpu) are not paper-grade numb
     path = reports_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _replace_between(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"README has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{body.strip()}\n{end}{rest.split(end, 1)[1]}"
+
+
+def benchmark_markdown(path: str | Path) -> str:
+    data = json.loads(Path(path).read_text())
+    status = "meets" if data["meets_goals"] else "misses"
+    return (f"Measured on {data['device']} ({data['threads']} threads, torch {data['torch']}), {data['model']}, "
+            f"batch {data['batch_size']}, {data['steps']} steps × {len(data['rounds'])} rounds: the engine takes "
+            f"**{data['ratio_median']:.3f}×** the bare loop's time (goal ≤ 1.05) and gathering batches is "
+            f"**{data['data_share_median']:.2%}** of a step (goal < 5%); {data['images_per_s_engine']:.0f} vs "
+            f"{data['images_per_s_bare']:.0f} images/s. It {status} both goals. "
+            f"(`reports/benchmarks/engine_overhead.json`)")
+
+
+def update_readme(readme: str | Path, report_dir: str | Path, benchmark: str | Path | None = None) -> None:
+    """Copy the measured master table (and the benchmark result) into the README's marked
+    sections, so the numbers there are the pipeline's, never typed by hand."""
+    readme, report_dir = Path(readme), Path(report_dir)
+    text = readme.read_text(encoding="utf-8")
+    table = (report_dir / "master_table.md").read_text(encoding="utf-8")
+    figure = report_dir / "figures" / "accuracy_vs_cost.png"
+    body = table
+    if figure.is_file():
+        body += f"\n![accuracy against cost]({os.path.relpath(figure, readme.parent)})\n"
+    text = _replace_between(text, "results", body)
+    if benchmark is not None and Path(benchmark).is_file():
+        text = _replace_between(text, "benchmark", benchmark_markdown(benchmark))
+    readme.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m resnet_review.report update-readme``: refresh the README's result sections."""
+    import argparse
+
+    from .config import Paths
+
+    parser = argparse.ArgumentParser(prog="python -m resnet_review.report", description=main.__doc__)
+    parser.add_argument("command", choices=["update-readme"])
+    args = parser.parse_args(argv)
+    paths = Paths()
+    if args.command == "update-readme":
+        report_dir = paths.reports / "report"
+        if not (report_dir / "master_table.md").is_file():
+            parser.exit(1, f"error: {report_dir / 'master_table.md'} not found; run `dvc repro report` first\n")
+        update_readme(paths.root / "README.md", report_dir, paths.reports / "benchmarks" / "engine_overhead.json")
+        print("README.md result sections updated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
