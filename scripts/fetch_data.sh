@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure data/raw holds the four Fashion-MNIST IDX files that data.dvc records.
 # Installs Debian's dataset-fashion-mnist when it is missing, then lets DVC copy and hash-check
-# the files (`dvc update data.dvc`); data.dvc must come out unchanged.
+# the files (`dvc update data.dvc`); data.dvc must come out unchanged. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=/usr/share/datasets/fashion-mnist
@@ -22,10 +22,8 @@ if [ ! -f "$SRC/train-images-idx3-ubyte.gz" ]; then
   fi
 fi
 
-if "$DVC" status data.dvc 2>/dev/null | grep -q "up to date"; then
-  echo "data/raw is up to date with data.dvc"
-  exit 0
-fi
+# Always through `dvc update` (a second or so): it also puts the files into the DVC cache,
+# without which `dvc exp run` refuses the frozen import ("missing data 'source'").
 before=$(git hash-object data.dvc)
 "$DVC" update -q data.dvc
 if [ "$(git hash-object data.dvc)" != "$before" ]; then
@@ -34,4 +32,4 @@ if [ "$(git hash-object data.dvc)" != "$before" ]; then
   echo "error: the files in $SRC differ from those data.dvc records; data.dvc was left unchanged." >&2
   exit 1
 fi
-echo "data/raw restored from $SRC and verified against data.dvc"
+echo "data/raw in place and verified against data.dvc"

@@ -227,10 +227,9 @@ class Stage:
         return effect, verdict(effect, expected_sign)
 
     # ------------------------------------------------------------------ outputs
-    def save_figure(self, fig, name: str) -> Path:
-        path = self.figures_dir / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        return path
+    def save_figure(self, fig, name: str) -> None:
+        """Write ``figures/<name>.png`` (the notebook still shows the figure inline)."""
+        fig.savefig(self.figures_dir / f"{name}.png", dpi=120, bbox_inches="tight")
 
     def log_metrics(self, **values: Any) -> None:
         """Stage-level numbers that are not per variant (e.g. split sizes)."""

@@ -52,8 +52,9 @@ def run_notebook(notebook: str | Path, stage: str, *, reports_dir: str = "report
     print(f"[{stage}] running {notebook.relative_to(paths.root)} (profile {params.profile}) -> "
           f"{executed.relative_to(paths.root)}", file=sys.stderr)
     t0 = time.perf_counter()
+    # the kernel's stderr (per-epoch lines, test accuracy) streams to the console as it runs
     papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(paths.root),
-                               kernel_name="python3", progress_bar=False, log_output=False)
+                               kernel_name="python3", progress_bar=sys.stderr.isatty(), stderr_file=sys.stderr)
     render_html(executed, out_dir / "notebook.html")
     print(f"[{stage}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return executed

@@ -8,11 +8,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from .data import TensorData
 from .evaluate import EvalResult
 
 sns.set_theme(context="notebook", style="whitegrid")
+
+COST_LABELS = {"gmacs": "GMACs per image", "latency_cpu_b1_ms": "CPU latency, batch 1 (ms)",
+               "latency_cpu_b32_ms": "CPU latency, batch 32 (ms)", "params_m": "parameters (M)",
+               "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)"}
 
 
 def history_frame(results) -> pd.DataFrame:
@@ -33,6 +38,9 @@ def training_curves(results, metrics: Sequence[str] = ("train_loss", "val_loss",
                      legend=ax is axes[0][-1])
         ax.set_title(metric.replace("_", " "))
         ax.set_ylabel("")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric.endswith("loss"):
+            ax.set_yscale("log")  # the first epoch's validation loss can be orders of magnitude higher
     if axes[0][-1].get_legend():
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
@@ -95,7 +103,7 @@ def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
         for _, row in data.iterrows():
             ax.annotate(row[label], (row[cost], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-        ax.set_xlabel(cost)
-    axes[0][0].set_ylabel(f"{y} (mean, 95% CI over seeds)")
+        ax.set_xlabel(COST_LABELS.get(cost, cost))
+    axes[0][0].set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
     fig.tight_layout()
     return fig
