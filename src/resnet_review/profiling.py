@@ -5,7 +5,7 @@
 - CPU latency at batch 1 and 32 (eval mode, warm-up, median of repeats, thread count recorded),
   CUDA latency too when a GPU is present;
 - peak memory of one training step (forward + backward): CUDA's allocator peak on a GPU, the
-  rise of the process's peak resident set (Linux ``VmHWM``, reset first) on the CPU;
+  rise of the peak resident set (Linux ``VmHWM``) of a fresh process on the CPU;
 - size of the saved ``state_dict``.
 
 CLI::
@@ -19,8 +19,11 @@ import argparse
 import copy
 import io
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,40 +115,61 @@ def _rss_kib(field_name: str) -> int | None:
     return None
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
-        return True
-    except OSError:
-        return False
+def _train_step(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    model(*inputs).float().logsumexp(1).mean().backward()
 
 
-def peak_training_memory_mb(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[float, str]:
+def _peak_rss_child_main(model_path: str, input_shapes_json: str, batch_size: str) -> None:
+    """Entry point of the fresh process that measures one CPU training step; prints JSON."""
+    model = torch.load(model_path, weights_only=False).train()  # the parent's own object
+    shapes = [tuple(s) for s in json.loads(input_shapes_json)]
+    _train_step(model, example_inputs(shapes, 2))  # one-time library set-up is not training memory
+    model.zero_grad(set_to_none=True)
+    inputs = example_inputs(shapes, int(batch_size))
+    Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
+    base = _rss_kib("VmRSS")
+    _train_step(model, inputs)
+    print(json.dumps({"peak_mb": (_rss_kib("VmHWM") - base) / 1024}))
+
+
+# glibc: serve every block of 64 KiB or more by mmap and unmap it on free, so the resident set
+# follows the live tensors instead of a heap that keeps freed blocks (set for the child only).
+_EXACT_RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def peak_training_memory_mb(model: nn.Module, input_shapes: list[tuple[int, ...]], batch_size: int = 32,
+                            device: str | torch.device = "cpu") -> tuple[float, str]:
     """Peak extra memory of one forward + backward pass, and how it was measured.
 
-    Parameters and inputs already resident are not counted; activations, gradients and
-    workspace are.  Returns NaN where neither method is available.
+    Parameters already resident are not counted; activations, gradients and workspace are.
+    CUDA: the allocator's peak. CPU: the rise of the peak resident set (``VmHWM``) of a fresh
+    process doing one step — a fresh heap, because glibc keeps freed blocks resident and would
+    hide part of the peak in a process that has already trained (Linux only; NaN elsewhere).
     """
-    model = copy.deepcopy(model).train()
-    device = inputs[0].device
-    model.to(device)
+    device = torch.device(device)
     if device.type == "cuda":
+        model = copy.deepcopy(model).train().to(device)
+        inputs = example_inputs(input_shapes, batch_size, device)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        out = model(*inputs)
-        out.float().logsumexp(1).mean().backward()
+        _train_step(model, inputs)
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated"
-    if not _reset_peak_rss():
-        return float("nan"), "unavailable"
-    base = _rss_kib("VmRSS")
-    out = model(*inputs)
-    out.float().logsumexp(1).mean().backward()
-    peak = _rss_kib("VmHWM")
-    if base is None or peak is None:
-        return float("nan"), "unavailable"
-    return (peak - base) / 1024, "cpu peak RSS rise (VmHWM)"
+    if not Path("/proc/self/clear_refs").exists():
+        return float("nan"), "unavailable (needs Linux /proc)"
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "model.pt"
+        torch.save(copy.deepcopy(model).cpu(), model_path)
+        code = "import sys; from resnet_review.profiling import _peak_rss_child_main as m; m(*sys.argv[1:])"
+        out = subprocess.run([sys.executable, "-c", code, str(model_path), json.dumps([list(s) for s in input_shapes]),
+                              str(batch_size)], capture_output=True, text=True, timeout=600, check=False,
+                             env={**os.environ, **_EXACT_RSS_ENV})
+    if out.returncode != 0:
+        reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit code {out.returncode}"
+        return float("nan"), f"unavailable ({reason})"
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    return peak, "cpu VmHWM rise in a fresh process, mmap-only malloc"
 
 
 def checkpoint_mb(model: nn.Module) -> float:
@@ -171,7 +195,7 @@ def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batc
         for b in batch_sizes:
             latency[f"cuda_b{b}"] = measure_latency(gpu_model, example_inputs(input_shapes, b, "cuda"), repeats)
         mem_device = "cuda"
-    memory, method = peak_training_memory_mb(cpu_model, example_inputs(input_shapes, memory_batch_size, mem_device))
+    memory, method = peak_training_memory_mb(cpu_model, input_shapes, memory_batch_size, mem_device)
     flops = count_flops(cpu_model, example_inputs(input_shapes, 1))
     return ModelProfile(
         params=count_params(cpu_model),
