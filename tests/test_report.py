@@ -64,3 +64,15 @@ def test_update_readme_fills_the_marked_sections_only(tmp_path):
     assert "old" not in text and "| baseline |" in text
     assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
     assert "**1.010×**" in text and "meets both goals" in text
+
+
+def test_opening_a_stage_leaves_its_written_results_alone(tmp_path, paths):
+    from resnet_review.experiment import Stage
+
+    metrics = tmp_path / "baseline" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text('{"profile": "smoke", "resnet50": {"per_seed": {"seed": [0, 1], "test_acc": [0.5, 0.6]}}}')
+    stage = Stage("baseline", profile="smoke", reports_dir=str(tmp_path), models_dir=str(tmp_path / "models"),
+                  root=paths.root)
+    assert stage.reference("baseline", "resnet50")["test_acc"] == [0.5, 0.6]
+    assert metrics.is_file()  # nothing logged yet, so nothing cleared

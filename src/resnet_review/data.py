@@ -113,8 +113,6 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-
-
 def prepare(raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_size: int, split_seed: int) -> dict:
     """Verify the raw files, split train into train/validation, and write one tensor file.
 

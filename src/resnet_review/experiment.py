@@ -84,12 +84,12 @@ class VariantResult:
             out |= _finite(self.profile.scalars())
         out["seeds"] = len(self.runs)
         # per-seed values, so a later stage can pair its seeds with these (see Stage.reference)
-        out["per_seed"] = {"seed": [r.seed for r in self.runs],
-                           **{m: [SEED_METRICS[m](r) for r in self.runs] for m in ("test_acc", "test_macro_f1")}}
+        out["per_seed"] = self.seed_values("test_acc", "test_macro_f1")
         return out | self.info
 
-    def per_seed(self) -> list[dict[str, float]]:
-        return [{"seed": r.seed, **{m: fn(r) for m, fn in SEED_METRICS.items()}} for r in self.runs]
+    def seed_values(self, *metrics: str) -> dict[str, list]:
+        """``{"seed": [...], metric: [...], ...}`` in run order, the shape Stage.reference returns."""
+        return {"seed": [r.seed for r in self.runs], **{m: [SEED_METRICS[m](r) for r in self.runs] for m in metrics}}
 
 
 def _finite(value: Any) -> Any:
@@ -119,12 +119,22 @@ class Stage:
         self.resume_dir = self.paths.resume_dir(name, models_dir)
         self.figures_dir = self.out_dir / "figures"
         self.figures_dir.mkdir(parents=True, exist_ok=True)
-        self.live = Live(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
-        self.live.summary.update({"profile": self.params.profile, "stage": name, "package_version": __version__})
+        self._live: Live | None = None
         self.results: dict[str, VariantResult] = {}
         self._splits: Splits | None = None
         print(f"stage '{name}': profile={self.params.profile} device={self.accel.device} "
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
+
+    @property
+    def live(self) -> Live:
+        """The stage's dvclive logger, opened on first use: opening it clears the stage's earlier
+        metrics and plots, so a stage that fails before logging anything (bad input, missing
+        data) leaves the results already written untouched."""
+        if self._live is None:
+            self._live = Live(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
+            self._live.summary.update({"profile": self.params.profile, "stage": self.name,
+                                       "package_version": __version__})
+        return self._live
 
     # ------------------------------------------------------------------ data
     @property
@@ -217,8 +227,8 @@ class Stage:
         """Paired (same seeds) difference ``result - control`` with its 95% CI and the verdict on
         a claim that expects the difference to have ``expected_sign``."""
         if isinstance(control, VariantResult):
-            control = {"seed": [r.seed for r in control.runs], metric: [SEED_METRICS[metric](r) for r in control.runs]}
-        mine = {r.seed: SEED_METRICS[metric](r) for r in result.runs}
+            control = control.seed_values(metric)
+        mine = dict(zip(*result.seed_values(metric).values()))
         theirs = dict(zip(control["seed"], control[metric]))
         if set(mine) != set(theirs):
             raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); "
