@@ -1,0 +1,113 @@
+"""Run every notebook stage under the ``gpu`` profile on a GPU host that has no DVC.
+
+A lent GPU machine has torch and timm but not DVC, so this walks ``dvc.yaml`` itself: each stage
+whose command is ``python -m resnet_review.pipeline NOTEBOOK --stage NAME`` runs in file order,
+writing to ``reports/gpu/stages/<stage>/`` (weights under ``models/gpu``), and the report stage
+renders ``reports/gpu/``.
+
+With ``--budget-s`` the epochs and seeds of the gpu profile are fitted to a wall-clock budget first:
+a one-seed, one-epoch probe of the baseline measures the cost of a seed and of an epoch, and the
+profile is shrunk (never grown) until every ResNet50-sized stage fits.  The profile actually run is
+written to ``reports/gpu/budget.json`` and is what the metrics are labelled with.
+
+    python scripts/gpu_profile.py --budget-s 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS, MODELS = "reports/gpu", "models/gpu"
+
+
+def notebook_stages() -> list[tuple[str, str, list[str]]]:
+    """(stage, notebook, extra args) for every papermill stage of dvc.yaml, in file order."""
+    stages = []
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        argv = shlex.split(stage["cmd"]) if isinstance(stage.get("cmd"), str) else []
+        if argv[:3] == ["python", "-m", "resnet_review.pipeline"]:
+            stages.append((name, argv[3], argv[4:]))
+    return stages
+
+
+def run_stage(name: str, notebook: str, extra: list[str], reports: str) -> float:
+    args = [a for a in extra if a not in ("--stage", name)]
+    if name == "report":  # the report renders the gpu tree, not the cpu one
+        args = ["--reports-dir", REPORTS, "-p", "stages_dir", f"{REPORTS}/stages"]
+    else:
+        args = ["--reports-dir", reports, "--models-dir", MODELS]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "resnet_review.pipeline", notebook, "--stage", name,
+                    "--profile", "gpu", *args], cwd=ROOT, check=True)
+    return time.perf_counter() - t0
+
+
+def set_gpu_profile(**changes) -> dict:
+    params_path = ROOT / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["profiles"]["gpu"].update(changes)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params["profiles"]["gpu"]
+
+
+def fit_budget(budget_s: float, n_model_stages: int) -> dict:
+    """Probe one seed x one epoch of the baseline, then shrink epochs/seeds to fit ``budget_s``."""
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]["gpu"]
+    t_start = time.perf_counter()
+    set_gpu_profile(epochs=1, seeds=[0])
+    probe_dir = "reports/gpu-probe/stages"
+    wall = run_stage("baseline", "notebooks/01_baseline_resnet50.ipynb", [], probe_dir)
+    metrics = json.loads((ROOT / probe_dir / "baseline" / "metrics.json").read_text())["resnet50"]
+    epoch_s = metrics["train_time_s"]["mean"]          # includes compilation: an upper bound
+    seed_fixed_s = max(wall - epoch_s, 0.0)            # kernel start, evaluation, profiling
+    left = budget_s - (time.perf_counter() - t_start) - 60  # 60 s for the data overview and report
+    per_stage = left / max(n_model_stages, 1)
+    seeds, epochs = list(full["seeds"]), full["epochs"]
+    while True:
+        epochs = min(full["epochs"], math.floor((per_stage - seed_fixed_s) / len(seeds) / epoch_s))
+        if epochs >= 10 or len(seeds) <= 3:
+            break
+        seeds = seeds[:-1]
+    if epochs < 1:
+        raise SystemExit(f"a budget of {budget_s:.0f} s fits no full epoch (one takes {epoch_s:.0f} s)")
+    chosen = set_gpu_profile(epochs=int(epochs), seeds=seeds)
+    record = {"budget_s": budget_s, "probe": {"epoch_s": epoch_s, "stage_wall_s": wall},
+              "full_profile": full, "profile_run": chosen}
+    print(f"gpu profile fitted to {budget_s:.0f} s: {epochs} epochs x {len(seeds)} seeds "
+          f"(one epoch {epoch_s:.1f} s incl. compilation)", file=sys.stderr)
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget-s", type=float, help="fit epochs/seeds to this many seconds of wall clock")
+    parser.add_argument("--stages", nargs="*", help="only these stages (default: all of dvc.yaml)")
+    args = parser.parse_args()
+    stages = [s for s in notebook_stages() if not args.stages or s[0] in args.stages]
+    record = {}
+    if args.budget_s:
+        n_model = sum(1 for s in stages if s[0] not in ("data_overview", "report"))
+        record = fit_budget(args.budget_s, n_model)
+    timings = {}
+    for name, notebook, extra in stages:
+        timings[name] = run_stage(name, notebook, extra, f"{REPORTS}/stages")
+        print(f"[gpu] {name}: {timings[name]:.0f} s", file=sys.stderr)
+    record["stage_wall_s"] = timings
+    out = ROOT / REPORTS / "budget.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
