@@ -50,6 +50,7 @@ class Budget(_Strict):
     compile: bool = False
     bootstrap_resamples: int = Field(1000, ge=0)
     latency_repeats: int = Field(20, gt=0)
+    measure_memory: bool = Field(True, description="peak training memory per variant (a child process on CPU)")
 
     @field_validator("seeds")
     @classmethod
@@ -73,18 +74,48 @@ class Recipe(_Strict):
     grad_clip_norm: float | None = Field(None, gt=0)
 
 
+def _check_recipe_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    Recipe(**overrides)  # raises with the offending key named
+    return overrides
+
+
+class Variant(_Strict):
+    """One configuration a stage compares, as the difference from the stage's defaults.
+
+    ``train_fraction`` and ``img_size`` change the data (a class-stratified subset of the
+    profile's training images, nested in the full one; a resized input); ``epochs_scale``
+    multiplies the profile's epochs, so that a small training set can be trained long enough to
+    overfit. Everything else (seeds, validation and test images) is the profile's.
+    """
+
+    model: str | None = Field(None, description="registered or timm model; default: the stage's model")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="merged over the stage's")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the stage's recipe")
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    img_size: int | None = Field(None, ge=8, le=512, description="default: the profile's img_size")
+    epochs_scale: float = Field(1.0, gt=0, le=100)
+
+    _check_train = field_validator("train")(_check_recipe_overrides)
+
+
 class StageParams(_Strict):
-    """A technique stage: which registered model it trains and how the recipe differs."""
+    """A technique stage: which registered model it trains, how the recipe differs, and the
+    named variants it compares (each trained on the profile's seeds)."""
 
     model: str = "resnet50"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the shared recipe")
+    variants: dict[str, Variant] = Field(default_factory=dict)
 
-    @field_validator("train")
+    _check_train = field_validator("train")(_check_recipe_overrides)
+
+    @field_validator("variants")
     @classmethod
-    def _train_keys_are_recipe_keys(cls, overrides: dict[str, Any]) -> dict[str, Any]:
-        Recipe(**overrides)  # raises with the offending key named
-        return overrides
+    def _variant_names(cls, variants: dict[str, Variant]) -> dict[str, Variant]:
+        for name in variants:
+            if not name or "/" in name:
+                raise ValueError(f"variant name {name!r} must be non-empty and contain no '/'")
+        return variants
 
     def recipe(self, shared: Recipe) -> Recipe:
         return Recipe(**{**shared.model_dump(), **self.train})

@@ -26,15 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from dvclive import Live
 from torch import nn
 
 from . import __version__
-from .config import Budget, Params, Paths, Recipe, StageParams, load_params
+from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params
 from .data import Splits, load_splits
 from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
-from .models import build_model
+from .models import build_model, is_known_model, project_models
 from .profiling import ModelProfile, profile_model
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save
@@ -46,8 +47,10 @@ SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
     "test_ece": lambda r: r.test.ece,
     "test_loss": lambda r: r.test.loss,
     "val_acc": lambda r: r.fit.final.get("val_acc", math.nan),
-    "train_acc": lambda r: r.fit.final.get("train_acc", math.nan),
-    "train_val_gap": lambda r: r.fit.final.get("train_acc", math.nan) - r.fit.final.get("val_acc", math.nan),
+    # accuracy on (a fixed subset of) the training images in eval mode, so that Dropout and
+    # drop-path are off as they are for validation: the gap then measures overfitting alone
+    "train_acc": lambda r: r.train_eval.accuracy if r.train_eval else math.nan,
+    "train_val_gap": lambda r: SEED_METRICS["train_acc"](r) - r.fit.final.get("val_acc", math.nan),
     "train_time_s": lambda r: r.fit.train_time_s,
     "train_images_per_s": lambda r: r.fit.images_per_s,
 }
@@ -59,6 +62,7 @@ class SeedRun:
     fit: FitResult
     test: EvalResult
     weights_path: Path | None
+    train_eval: EvalResult | None = None
 
 
 @dataclass
@@ -84,12 +88,37 @@ class VariantResult:
             out |= _finite(self.profile.scalars())
         out["seeds"] = len(self.runs)
         # per-seed values, so a later stage can pair its seeds with these (see Stage.reference)
-        out["per_seed"] = self.seed_values("test_acc", "test_macro_f1")
+        out["per_seed"] = _finite(self.seed_values(*SEED_METRICS))
         return out | self.info
 
     def seed_values(self, *metrics: str) -> dict[str, list]:
         """``{"seed": [...], metric: [...], ...}`` in run order, the shape Stage.reference returns."""
         return {"seed": [r.seed for r in self.runs], **{m: [SEED_METRICS[m](r) for r in self.runs] for m in metrics}}
+
+
+@dataclass
+class SeedSeries:
+    """A per-seed quantity derived from runs, e.g. a difference of effects (see Stage.interaction)."""
+
+    name: str
+    values: dict[int, float]
+
+
+Comparable = VariantResult | SeedSeries | dict[str, list[float]]
+
+
+def per_seed(x: Comparable | None, metric: str, like: dict[int, float] | None = None) -> dict[int, float]:
+    """``{seed: value}`` of ``metric`` from a variant, a derived series, or a ``reference()`` dict;
+    ``None`` is zero on the seeds of ``like`` (a claim that an effect differs from 0)."""
+    if x is None:
+        return {seed: 0.0 for seed in (like or {})}
+    if isinstance(x, SeedSeries):
+        return dict(x.values)
+    if isinstance(x, VariantResult):
+        return {r.seed: SEED_METRICS[metric](r) for r in x.runs}
+    if metric not in x:
+        raise KeyError(f"the per-seed results have no '{metric}' (they have {sorted(x)}); re-run that stage")
+    return {seed: (math.nan if v is None else v) for seed, v in zip(x["seed"], x[metric])}
 
 
 def _finite(value: Any) -> Any:
@@ -121,7 +150,9 @@ class Stage:
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         self._live: Live | None = None
         self.results: dict[str, VariantResult] = {}
-        self._splits: Splits | None = None
+        self.claims: dict[str, dict[str, Any]] = {}
+        self._splits: dict[tuple[float, int], Splits] = {}
+        self._check_models()
         print(f"stage '{name}': profile={self.params.profile} device={self.accel.device} "
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
 
@@ -136,32 +167,49 @@ class Stage:
                                        "package_version": __version__})
         return self._live
 
+    def _check_models(self) -> None:
+        """Unknown model names fail here, when the stage opens, not after hours of training."""
+        names = {self.config.model} | {v.model for v in self.config.variants.values() if v.model}
+        unknown = sorted(n for n in names if not is_known_model(n))
+        if unknown:
+            raise ParamsError(f"params.yaml section '{self.name}' names unknown models {unknown}; "
+                              f"project models: {project_models()}, or any `timm.list_models()` name")
+
     # ------------------------------------------------------------------ data
     @property
     def splits(self) -> Splits:
         """The profile's train/validation/test tensors (loaded once, on the training device)."""
-        if self._splits is None:
-            b = self.budget
-            self._splits = load_splits(self.paths.prepared, train_size=b.train_size, val_size=b.val_size,
-                                       test_size=b.test_size, img_size=b.img_size, in_chans=b.in_chans,
-                                       data_seed=b.data_seed, device=self.accel.device)
-        return self._splits
+        return self.splits_for()
+
+    def splits_for(self, train_fraction: float = 1.0, img_size: int | None = None) -> Splits:
+        """The profile's splits with a class-stratified ``train_fraction`` of the training images
+        (nested in the full set: the same draw, cut shorter) and/or another input size."""
+        b = self.budget
+        key = (train_fraction, img_size or b.img_size)
+        if key not in self._splits:
+            train_size = max(1, round(b.train_size * train_fraction))
+            self._splits[key] = load_splits(self.paths.prepared, train_size=train_size, val_size=b.val_size,
+                                            test_size=b.test_size, img_size=key[1], in_chans=b.in_chans,
+                                            data_seed=b.data_seed, device=self.accel.device)
+        return self._splits[key]
 
     def input_shapes(self, splits: Splits | None = None) -> list[tuple[int, ...]]:
         return [tuple(x.shape[1:]) for x in (splits or self.splits).train.inputs]
 
-    def model_factory(self, model: str | None = None, **kwargs) -> Callable[[], nn.Module]:
+    def model_factory(self, model: str | None = None, *, splits: Splits | None = None,
+                      **kwargs) -> Callable[[], nn.Module]:
         """A zero-argument builder of the stage's model (``model``/``kwargs`` override params)."""
         name = model or self.config.model
         merged = {**self.config.model_kwargs, **kwargs}
-        classes = self.splits.train.num_classes
-        in_chans = self.splits.train.inputs[0].shape[1]
+        splits = splits or self.splits
+        classes = splits.train.num_classes
+        in_chans = splits.train.inputs[0].shape[1]
         return lambda: build_model(name, num_classes=classes, in_chans=in_chans, **merged)
 
     # ------------------------------------------------------------------ training
     def run(self, variant: str, build: Callable[[], nn.Module] | None = None, *, splits: Splits | None = None,
-            recipe: Recipe | None = None, profile: bool = True, save_weights: bool = True,
-            info: dict[str, Any] | None = None, **hooks) -> VariantResult:
+            recipe: Recipe | None = None, epochs: int | None = None, profile: bool = True,
+            save_weights: bool = True, info: dict[str, Any] | None = None, **hooks) -> VariantResult:
         """Train ``variant`` once per seed, evaluate each on the test set, profile it once.
 
         ``build`` defaults to the stage's model from params; ``hooks`` go to
@@ -173,30 +221,55 @@ class Stage:
         splits = splits or self.splits
         recipe = recipe or self.recipe
         b = self.budget
+        epochs = epochs or b.epochs
+        # the training images the train-validation gap is measured on: as many as validation has
+        probe_size = min(len(splits.train), len(splits.val))
+        train_probe = splits.train.take(torch.arange(probe_size, device=splits.train.device))
         runs = []
         for seed in b.seeds:
             seed_everything(seed)
             model = build()
-            result = fit(model, splits.train, splits.val, recipe=recipe, epochs=b.epochs, batch_size=b.batch_size,
+            result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=b.batch_size,
                          seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
                          checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
                          log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}", **hooks)
             test = evaluate(model, splits.test, b.eval_batch_size, bootstrap_resamples=b.bootstrap_resamples,
                             amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
+            train_eval = evaluate(model, train_probe, b.eval_batch_size, bootstrap_resamples=0,
+                                  amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
             weights = None
             if save_weights:
                 weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
-            runs.append(SeedRun(seed, result, test, weights))
+            runs.append(SeedRun(seed, result, test, weights, train_eval))
             print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
                   f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
         prof = (profile_model(build(), self.input_shapes(splits), repeats=b.latency_repeats,
-                              memory_batch_size=b.batch_size) if profile else None)
+                              memory_batch_size=b.batch_size, memory=b.measure_memory) if profile else None)
         variant_result = VariantResult(variant, runs, prof, info or {})
         self.results[variant] = variant_result
         # replaces the last-epoch values log_metric left there with the aggregates over seeds
         self.live.summary[variant] = variant_result.summary()
         self.live.make_summary()
         return variant_result
+
+    def run_variant(self, name: str, **hooks) -> VariantResult:
+        """Train the variant ``name`` of this stage's ``variants:`` section (see
+        :class:`~resnet_review.config.Variant`): its model, data, epochs and recipe overrides."""
+        if name not in self.config.variants:
+            raise KeyError(f"params.yaml section '{self.name}' has no variant '{name}' "
+                           f"(variants: {', '.join(self.config.variants) or 'none'})")
+        v = self.config.variants[name]
+        splits = self.splits_for(v.train_fraction, v.img_size)
+        epochs = max(1, round(self.budget.epochs * v.epochs_scale))
+        recipe = Recipe(**{**self.recipe.model_dump(), **v.train})
+        info = {"model": v.model or self.config.model, "train_fraction": v.train_fraction,
+                "train_images": len(splits.train), "img_size": v.img_size or self.budget.img_size, "epochs": epochs}
+        return self.run(name, self.model_factory(v.model, splits=splits, **v.model_kwargs), splits=splits,
+                        recipe=recipe, epochs=epochs, info=info, **hooks)
+
+    def run_variants(self, names: list[str] | None = None, **hooks) -> dict[str, VariantResult]:
+        """:meth:`run_variant` for each name (default: every variant, in params order)."""
+        return {name: self.run_variant(name, **hooks) for name in (names or self.config.variants)}
 
     def _epoch_logger(self, variant: str, seed: int):
         def log(epoch: int, metrics: dict[str, float]) -> None:
@@ -222,19 +295,82 @@ class Stage:
                              f"'{self.params.profile}'; results of different budgets are not comparable")
         return data[variant]["per_seed"]
 
-    def effect(self, result: VariantResult, control: dict[str, list[float]] | VariantResult,
-               metric: str = "test_acc", expected_sign: int = +1) -> tuple[Estimate, str]:
+    def effect(self, result: Comparable, control: Comparable | None, metric: str = "test_acc",
+               expected_sign: int = +1) -> tuple[Estimate, str]:
         """Paired (same seeds) difference ``result - control`` with its 95% CI and the verdict on
-        a claim that expects the difference to have ``expected_sign``."""
-        if isinstance(control, VariantResult):
-            control = control.seed_values(metric)
-        mine = dict(zip(*result.seed_values(metric).values()))
-        theirs = dict(zip(control["seed"], control[metric]))
+        a claim that expects the difference to have ``expected_sign`` (``control=None``: the
+        result itself against zero)."""
+        mine = per_seed(result, metric)
+        theirs = per_seed(control, metric, like=mine)
         if set(mine) != set(theirs):
             raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); "
                              "a paired comparison needs the same seeds")
         effect = paired_difference([mine[s] for s in sorted(mine)], [theirs[s] for s in sorted(mine)])
         return effect, verdict(effect, expected_sign)
+
+    def interaction(self, a: VariantResult, b: VariantResult, c: VariantResult, d: VariantResult,
+                    metric: str = "test_acc", name: str = "interaction") -> SeedSeries:
+        """Per seed, ``(a - b) - (c - d)``: whether the effect of a change is larger in one
+        setting (a vs b) than in another (c vs d), e.g. fusion at low vs full resolution."""
+        values = [per_seed(x, metric) for x in (a, b, c, d)]
+        seeds = set(values[0])
+        if any(set(v) != seeds for v in values):
+            raise ValueError("an interaction needs the same seeds in all four variants")
+        a_, b_, c_, d_ = values
+        return SeedSeries(name, {s: (a_[s] - b_[s]) - (c_[s] - d_[s]) for s in sorted(seeds)})
+
+    def claim(self, key: str, *, claim: str, section: str, treatment: Comparable, control: Comparable | None,
+              metric: str = "test_acc", expected_sign: int = +1, control_name: str = "baseline") -> str:
+        """Test one claim of the review: the paired effect of ``treatment`` over ``control`` on
+        ``metric``, its 95% CI and the verdict, logged under ``claims`` in metrics.json (the
+        report's claims table reads them) and returned as a Markdown sentence."""
+        effect, outcome = self.effect(treatment, control, metric, expected_sign)
+        treatment_name = getattr(treatment, "name", "reference")
+        self.claims[key] = {"claim": claim, "section": section, "metric": metric, "treatment": treatment_name,
+                            "control": control_name, "expected_sign": expected_sign,
+                            "effect": effect.as_dict(), "verdict": outcome, "profile": self.params.profile}
+        self.log_metrics(claims=self.claims)
+        against = f" minus `{control_name}`" if control is not None else ""
+        return (f"**{claim}** ({section}) — {metric.replace('_', ' ')} of `{treatment_name}`{against}: "
+                f"**{effect.mean:+.4f}** (95% CI {effect.ci_low:+.4f} to {effect.ci_high:+.4f}, "
+                f"{effect.n} paired seeds) → **{outcome}** (profile `{self.params.profile}`).")
+
+    def frame(self, *references: tuple[str, str]):
+        """This stage's variants (as far as run) plus ``(stage, variant)`` references from sibling
+        stages, in the report's flattened form: what :mod:`resnet_review.plots` draws."""
+        from .report import collect
+
+        self.live.make_summary()
+        table = collect(self.out_dir.parent, stages=[self.name, *{s for s, _ in references}])
+        if table.empty:
+            return table
+        keep = (table["stage"] == self.name) | table[["stage", "variant"]].apply(tuple, axis=1).isin(references)
+        table = table[keep].copy()
+        table["label"] = [v if s == self.name else f"{s}/{v}" for s, v in zip(table["stage"], table["variant"])]
+        return table.reset_index(drop=True)
+
+    # ------------------------------------------------------------------ text
+    def describe(self) -> str:
+        """The budget, device and recipe this stage runs under, and its variants, as Markdown."""
+        b = self.budget
+        lines = [f"Profile **{self.params.profile}**: {b.train_size} training images, {b.val_size} validation, "
+                 f"{b.test_size} test, {b.epochs} epochs, batch {b.batch_size}, seeds {b.seeds}, {b.img_size} px, "
+                 f"device `{self.accel.device}`. Recipe: `{self.recipe.model_dump(exclude_defaults=True)}`."]
+        for name, v in self.config.variants.items():
+            diff = v.model_dump(exclude_defaults=True)
+            lines.append(f"* `{name}`: model `{v.model or self.config.model}`"
+                         + (f", {', '.join(f'{k}={val}' for k, val in diff.items() if k != 'model')}" if diff else ""))
+        return "\n".join(lines)
+
+    def budget_note(self) -> str:
+        """How far the numbers of this profile can be trusted, for a notebook's conclusion."""
+        if self.params.profile == "gpu":
+            return (f"*Full-data result of the `gpu` profile ({len(self.budget.seeds)} seeds); an effect is called "
+                    "supported or not only where its 95% CI excludes zero.*")
+        return (f"*Small-budget result (profile `{self.params.profile}`: {self.budget.train_size} images x "
+                f"{self.budget.epochs} epochs, {len(self.budget.seeds)} seeds). It tests the claim at this budget "
+                "only; 'inconclusive' means the 95% CI over seeds holds zero, not that the effect is absent. The "
+                "`gpu` profile gives the full-data answer.*")
 
     # ------------------------------------------------------------------ outputs
     def save_figure(self, fig, name: str) -> None:

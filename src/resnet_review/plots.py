@@ -17,7 +17,8 @@ sns.set_theme(context="notebook", style="whitegrid")
 
 COST_LABELS = {"gmacs": "GMACs per image", "latency_cpu_b1_ms": "CPU latency, batch 1 (ms)",
                "latency_cpu_b32_ms": "CPU latency, batch 32 (ms)", "params_m": "parameters (M)",
-               "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)"}
+               "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)",
+               "train_time_s_mean": "training time per seed (s)"}
 
 
 def history_frame(results) -> pd.DataFrame:
@@ -105,5 +106,27 @@ def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
                         textcoords="offset points")
         ax.set_xlabel(COST_LABELS.get(cost, cost))
     axes[0][0].set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def variant_bars(table: pd.DataFrame, metrics: Sequence[str] = ("test_acc",), label: str = "label",
+                 reference: str | None = None):
+    """One panel per metric: the mean of each variant with its 95% CI over seeds as an error bar;
+    ``reference`` (a label) is drawn as a dashed line so effects read off against it."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 0.9 * len(table)) * len(metrics) / 1.3, 3.8),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        mean = table[f"{metric}_mean"]
+        err = [(mean - table[f"{metric}_ci_low"]).fillna(0), (table[f"{metric}_ci_high"] - mean).fillna(0)]
+        colours = ["0.6" if lab == reference else "C0" for lab in table[label]]
+        ax.bar(range(len(table)), mean, yerr=err, capsize=3, color=colours)
+        ax.set_xticks(range(len(table)), table[label], rotation=30, ha="right", fontsize=8)
+        if reference is not None and reference in set(table[label]):
+            ax.axhline(float(mean[table[label] == reference].iloc[0]), ls="--", c="0.4", lw=1)
+        low = (mean - err[0]).min()
+        if metric.endswith("_acc") or metric.endswith("_f1"):
+            ax.set_ylim(max(0.0, low - 0.05), min(1.0, (mean + err[1]).max() + 0.02))
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (mean, 95% CI)")
     fig.tight_layout()
     return fig

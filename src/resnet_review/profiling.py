@@ -19,6 +19,7 @@ import argparse
 import copy
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -179,7 +180,8 @@ def checkpoint_mb(model: nn.Module) -> float:
 
 
 def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batch_sizes: tuple[int, ...] = (1, 32),
-                  memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None) -> ModelProfile:
+                  memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None,
+                  memory: bool = True) -> ModelProfile:
     """Profile ``model`` for inputs of per-example ``input_shapes`` (e.g. ``[(1, 28, 28)]``).
 
     Latency is measured on the CPU always and on CUDA when available (``cuda=None``); the model
@@ -195,7 +197,8 @@ def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batc
         for b in batch_sizes:
             latency[f"cuda_b{b}"] = measure_latency(gpu_model, example_inputs(input_shapes, b, "cuda"), repeats)
         mem_device = "cuda"
-    memory, method = peak_training_memory_mb(cpu_model, input_shapes, memory_batch_size, mem_device)
+    peak_mb, method = (peak_training_memory_mb(cpu_model, input_shapes, memory_batch_size, mem_device)
+                       if memory else (math.nan, "not measured"))
     flops = count_flops(cpu_model, example_inputs(input_shapes, 1))
     return ModelProfile(
         params=count_params(cpu_model),
@@ -203,7 +206,7 @@ def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batc
         macs=flops // 2,
         latency_ms=latency,
         threads=torch.get_num_threads(),
-        peak_train_memory_mb=memory,
+        peak_train_memory_mb=peak_mb,
         peak_train_memory_method=f"{method}, batch {memory_batch_size}",
         checkpoint_mb=checkpoint_mb(cpu_model),
         input_shapes=[list(s) for s in input_shapes],

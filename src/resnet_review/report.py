@@ -41,16 +41,35 @@ def _flatten(block: dict, prefix: str = "") -> dict:
     return out
 
 
-def collect(stages_dir: str | Path) -> pd.DataFrame:
-    """One row per (stage, variant) from every ``metrics.json`` found under ``stages_dir``."""
+def collect(stages_dir: str | Path, stages: list[str] | None = None) -> pd.DataFrame:
+    """One row per (stage, variant) from every ``metrics.json`` found under ``stages_dir`` (or
+    only those of ``stages``)."""
     rows = []
     for path in sorted(Path(stages_dir).glob("*/metrics.json")):
+        if stages is not None and path.parent.name not in stages:
+            continue
         data = json.loads(path.read_text())
         for variant, block in data.items():
             if isinstance(block, dict) and isinstance(block.get("test_acc"), dict):
                 rows.append({"stage": path.parent.name, "variant": variant, "label": f"{path.parent.name}/{variant}",
                              "profile": data.get("profile", "?"), **_flatten(block)})
     return pd.DataFrame(rows)
+
+
+COST_COLUMNS = ("params_m", "gmacs", "latency_cpu_b1_ms", "latency_cpu_b32_ms", "train_time_s_mean",
+                "peak_train_memory_mb")
+
+
+def relative_costs(table: pd.DataFrame, reference: str, label: str = "label") -> pd.DataFrame:
+    """Each cost of each row as a multiple of the ``reference`` row's (1.0 = the same cost);
+    columns keep the cost's name, the index is the row's label."""
+    if reference not in set(table[label]):
+        raise KeyError(f"no row labelled {reference!r} (rows: {list(table[label])})")
+    ref = table[table[label] == reference].iloc[0]
+    columns = [c for c in COST_COLUMNS if c in table]
+    out = pd.DataFrame({c: (table[c] / ref[c]).to_numpy() for c in columns})
+    out.index = pd.Index(table[label], name=f"cost as a multiple of {reference}'s")
+    return out.round(2)
 
 
 def _fmt(row: pd.Series, column: str, how: str) -> str:
