@@ -40,6 +40,10 @@ def project_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_known_model(name: str) -> bool:
+    return name in _REGISTRY or timm.is_model(name)
+
+
 def build_model(name: str, num_classes: int = 10, in_chans: int = 1, *,
                 pretrained_path: str | os.PathLike | None = None,
                 pretrained_exclude: tuple[str, ...] = (), **kwargs) -> nn.Module:
@@ -95,3 +99,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[st
         raise CheckpointError(f"{path} lacks {len(missing)} tensors of the model, e.g. {missing[:5]}")
     model.load_state_dict(state, strict=False)
     return model
+
+
+# project models register themselves on import
+from . import fpn  # noqa: E402,F401
