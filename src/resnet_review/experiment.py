@@ -121,6 +121,13 @@ def per_seed(x: Comparable | None, metric: str, like: dict[int, float] | None = 
     return {seed: (math.nan if v is None else v) for seed, v in zip(x["seed"], x[metric])}
 
 
+def _comparable_budget(budget: Budget) -> dict[str, Any]:
+    """The budget keys that make two stages' results comparable (data, epochs, seeds, batch),
+    not those that only change how they are measured or where they run."""
+    return budget.model_dump(include={"train_size", "val_size", "test_size", "data_seed", "img_size", "in_chans",
+                                      "epochs", "batch_size", "seeds"})
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN: undefined values (e.g. a CI from one seed) are written as null."""
     if isinstance(value, dict):
@@ -164,7 +171,8 @@ class Stage:
         if self._live is None:
             self._live = Live(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
             self._live.summary.update({"profile": self.params.profile, "stage": self.name,
-                                       "package_version": __version__})
+                                       "package_version": __version__,
+                                       "budget": _comparable_budget(self.budget)})
         return self._live
 
     def _check_models(self) -> None:
@@ -293,6 +301,11 @@ class Stage:
         if data.get("profile") != self.params.profile:
             raise ValueError(f"{path} was produced under profile '{data.get('profile')}', this stage runs "
                              f"'{self.params.profile}'; results of different budgets are not comparable")
+        theirs, mine = data.get("budget"), _comparable_budget(self.budget)
+        if theirs is not None and theirs != mine:
+            changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+            raise ValueError(f"{path} was produced with another '{self.params.profile}' budget (differs in "
+                             f"{', '.join(changed)}); re-run `dvc repro {stage}` so both use the same one")
         return data[variant]["per_seed"]
 
     def effect(self, result: Comparable, control: Comparable | None, metric: str = "test_acc",
