@@ -70,3 +70,13 @@ def test_profile_override_and_missing_file(paths, tmp_path):
     (tmp_path / "params.yaml").write_text("profile: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_variant_keys_are_checked_one_line_each(raw):
+    def add(r):
+        r["fpn"]["variants"]["bad"] = {"train_fraction": 0, "img_size": 4, "train": {"lrr": 1}, "colour": "red"}
+    msg = error_for(raw, add)
+    for key in ("fpn.variants.bad.train_fraction", "fpn.variants.bad.img_size", "fpn.variants.bad.train.lrr",
+                "fpn.variants.bad.colour"):
+        assert key in msg, msg
+    assert "variant name" in error_for(raw, lambda r: r["swish"]["variants"].update({"a/b": {}}))

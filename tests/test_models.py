@@ -51,3 +51,18 @@ def test_checkpoints_load_weights_only(tmp_path):
         load_pretrained(build_model("resnet18"), tmp_path / "pickle.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(build_model("resnet18"), tmp_path / "missing.pt")
+
+
+def test_fpn_levels_and_fusion_are_parameters():
+    x = torch.randn(2, 1, 14, 14)  # the low-resolution setting: layer4 is 1x1 here
+    full = build_model("fpn_resnet50", levels=[1, 2, 3, 4])
+    last = build_model("fpn_resnet50", levels=[4])
+    summed = build_model("fpn_resnet50", fusion="sum")
+    assert full.fc.in_features == 4 * 256 and last.fc.in_features == 256 and summed.fc.in_features == 256
+    assert len(full.fpn.inner_blocks) == 4 and len(last.fpn.inner_blocks) == 1
+    for model in (full, last, summed):
+        assert model(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="levels"):
+        build_model("fpn_resnet50", levels=[0, 5])
+    with pytest.raises(ValueError, match="fusion"):
+        build_model("fpn_resnet50", fusion="max")

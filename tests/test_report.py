@@ -76,3 +76,16 @@ def test_opening_a_stage_leaves_its_written_results_alone(tmp_path, paths):
                   root=paths.root)
     assert stage.reference("baseline", "resnet50")["test_acc"] == [0.5, 0.6]
     assert metrics.is_file()  # nothing logged yet, so nothing cleared
+
+
+def test_relative_costs_are_multiples_of_the_reference():
+    import pandas as pd
+    import pytest
+
+    table = pd.DataFrame({"label": ["base", "big"], "params_m": [20.0, 50.0], "gmacs": [0.1, 0.3],
+                          "train_time_s_mean": [10.0, 15.0]})
+    costs = report.relative_costs(table, "base")
+    assert costs.loc["big"].to_dict() == {"params_m": 2.5, "gmacs": 3.0, "train_time_s_mean": 1.5}
+    assert costs.loc["base"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(KeyError, match="no row labelled 'missing'"):
+        report.relative_costs(table, "missing")

@@ -1,0 +1,117 @@
+"""Stage: variants from params, paired effects and claims, and the guards on its comparisons."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from resnet_review.config import ParamsError, validate_params
+from resnet_review.experiment import SeedSeries, Stage
+from resnet_review.stats import VERDICTS
+
+TINY_BUDGET = {"train_size": 120, "val_size": 40, "test_size": 80, "img_size": 28, "epochs": 1, "batch_size": 40,
+               "seeds": [0, 1], "bootstrap_resamples": 0, "latency_repeats": 1, "measure_memory": False}
+
+
+def tiny_params(paths, section: dict, **budget):
+    raw = yaml.safe_load(paths.params.read_text())
+    raw["profile"] = "smoke"
+    raw["profiles"]["smoke"] = {**TINY_BUDGET, **budget}
+    raw["tiny"] = section
+    return validate_params(raw)
+
+
+def open_stage(paths, tmp_path, section: dict, **budget) -> Stage:
+    return Stage("tiny", params=tiny_params(paths, section, **budget), reports_dir=str(tmp_path / "stages"),
+                 models_dir=str(tmp_path / "models"), root=paths.root)
+
+
+@pytest.fixture(scope="module")
+def trained(paths, tmp_path_factory):
+    """Two variants of resnet18 on 120 real images: the profile's data, and half of it at 16 px for
+    twice the epochs."""
+    torch.set_num_threads(2)
+    tmp = tmp_path_factory.mktemp("tiny")
+    stage = open_stage(paths, tmp, {"model": "resnet18", "variants": {
+        "full": {},
+        "half_16px": {"train_fraction": 0.5, "img_size": 16, "epochs_scale": 2, "train": {"lr": 0.05}},
+    }})
+    return stage, stage.run_variants()
+
+
+def test_variants_get_their_data_epochs_and_recipe(trained):
+    stage, results = trained
+    full, half = results["full"], results["half_16px"]
+    assert full.info | {"model": "resnet18"} == {"model": "resnet18", "train_fraction": 1.0, "train_images": 120,
+                                                   "img_size": 28, "epochs": 1}
+    assert half.info["train_images"] == 60 and half.info["img_size"] == 16 and half.info["epochs"] == 2
+    assert [len(r.fit.history) for r in half.runs] == [2, 2]
+    assert half.profile.input_shapes == [[1, 16, 16]]
+    assert [r.seed for r in full.runs] == [0, 1]
+    # the smaller training set is nested in the full one (same draw, cut shorter)
+    small, big = stage.splits_for(0.5, 28).train.inputs[0], stage.splits.train.inputs[0]
+    assert any(torch.equal(small[0], row) for row in big)
+
+
+def test_metrics_json_holds_per_seed_values_and_the_budget(trained):
+    stage, results = trained
+    data = json.loads((stage.out_dir / "metrics.json").read_text())
+    assert data["budget"]["train_size"] == 120 and data["budget"]["seeds"] == [0, 1]
+    per_seed = data["full"]["per_seed"]
+    assert per_seed["seed"] == [0, 1]
+    assert per_seed["test_acc"] == [r.test.accuracy for r in results["full"].runs]
+    # the gap is eval-mode training accuracy minus validation accuracy
+    run = results["full"].runs[0]
+    assert per_seed["train_val_gap"][0] == pytest.approx(run.train_eval.accuracy - run.fit.final["val_acc"])
+    assert data["half_16px"]["epochs"] == 2
+
+
+def test_a_claim_is_the_paired_difference_and_is_logged(trained):
+    stage, results = trained
+    text = stage.claim("half_data_hurts", claim="Less data lowers accuracy", section="Table 1",
+                       treatment=results["half_16px"], control=results["full"], control_name="full",
+                       expected_sign=-1)
+    diffs = [h.test.accuracy - f.test.accuracy for h, f in zip(results["half_16px"].runs, results["full"].runs)]
+    logged = json.loads((stage.out_dir / "metrics.json").read_text())["claims"]["half_data_hurts"]
+    assert logged["effect"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert logged["verdict"] in VERDICTS and logged["verdict"] in text
+    assert logged["treatment"] == "half_16px" and logged["control"] == "full" and logged["profile"] == "smoke"
+
+
+def test_effects_against_zero_and_interactions_on_known_values(paths, tmp_path):
+    stage = open_stage(paths, tmp_path, {"model": "resnet18"})
+    clear = SeedSeries("gain", {0: 0.02, 1: 0.04, 2: 0.03})
+    effect, outcome = stage.effect(clear, None)
+    assert effect.mean == pytest.approx(0.03) and effect.ci_low > 0 and outcome == "supported"
+    assert stage.effect(clear, None, expected_sign=-1)[1] == "not supported"
+    straddles = SeedSeries("noise", {0: 0.02, 1: -0.03, 2: 0.01})
+    assert stage.effect(straddles, None)[1] == "inconclusive at this budget"
+    a, b, c, d = ({"seed": [0, 1], "test_acc": v} for v in ([0.9, 0.8], [0.7, 0.7], [0.5, 0.6], [0.5, 0.5]))
+    inter = stage.interaction(a, b, c, d, name="more_at_a")
+    assert inter.values == pytest.approx({0: 0.2, 1: 0.0})
+    with pytest.raises(ValueError, match="same seeds"):
+        stage.effect(clear, {"seed": [0, 1], "test_acc": [0.1, 0.2]})
+
+
+def test_unknown_model_in_a_variant_fails_when_the_stage_opens(paths, tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown models \['resnet5O'\]"):
+        open_stage(paths, tmp_path, {"variants": {"typo": {"model": "resnet5O"}}})
+    stage = open_stage(paths, tmp_path, {"variants": {"a": {}}})
+    with pytest.raises(KeyError, match="no variant 'b'.*variants: a"):
+        stage.run_variant("b")
+
+
+def test_reference_refuses_a_baseline_of_another_budget(paths, tmp_path):
+    stage = open_stage(paths, tmp_path, {"model": "resnet18"})
+    baseline = stage.out_dir.parent / "baseline" / "metrics.json"
+    baseline.parent.mkdir(parents=True)
+    budget = {k: TINY_BUDGET[k] for k in ("train_size", "val_size", "test_size", "img_size", "batch_size", "seeds")}
+    block = {"resnet50": {"per_seed": {"seed": [0, 1], "test_acc": [0.5, 0.6]}}}
+    baseline.write_text(json.dumps({"profile": "smoke", "budget": {**budget, "data_seed": 0, "in_chans": 1,
+                                                                   "epochs": 3}, **block}))
+    with pytest.raises(ValueError, match="differs in epochs"):
+        stage.reference()
+    baseline.write_text(json.dumps({"profile": "smoke", "budget": {**budget, "data_seed": 0, "in_chans": 1,
+                                                                   "epochs": 1}, **block}))
+    assert stage.reference()["test_acc"] == [0.5, 0.6]
