@@ -49,7 +49,9 @@ def project(tmp_path_factory):
     params = (dest / "params.yaml").read_text()
     params = re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M)
     (dest / "params.yaml").write_text(params + "\n" + readme_block("params"))
-    (dest / "dvc.yaml").write_text((dest / "dvc.yaml").read_text() + "\n" + readme_block("dvc"))
+    dvc = (dest / "dvc.yaml").read_text()
+    assert dvc.count("    foreach:\n") == 1
+    (dest / "dvc.yaml").write_text(dvc.replace("    foreach:\n", "    foreach:\n" + readme_block("dvc")))
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
 
     sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
@@ -74,7 +76,7 @@ def test_repro_writes_real_metrics(project):
 
 def test_rendered_notebooks_hold_outputs(project):
     dest, _ = project
-    for stage in ("data_overview", "baseline", "my_technique"):
+    for stage in ("data_overview", "baseline", "se", "fpn", "wide_deep", "my_technique"):
         nb = json.loads((dest / f"reports/stages/{stage}/notebook.ipynb").read_text())
         outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
         assert any(o.get("output_type") == "display_data" for o in outputs), stage
@@ -85,8 +87,10 @@ def test_rendered_notebooks_hold_outputs(project):
 def test_readme_recipe_adds_a_technique_the_report_picks_up(project):
     dest, _ = project
     metrics = json.loads((dest / "reports/stages/my_technique/metrics.json").read_text())
-    assert metrics["verdict"] in ("supported", "not supported", "inconclusive at this budget")
-    assert metrics["resnet50"]["test_acc"]["mean"] >= 0 and metrics["profile"] == "smoke"
+    assert set(metrics["claims"]) == {"silu_improves_accuracy", "silu_lr_0.05_improves_accuracy"}
+    assert all(c["verdict"] in ("supported", "not supported", "inconclusive at this budget")
+               for c in metrics["claims"].values())
+    assert metrics["silu_lr_0.05"]["test_acc"]["mean"] >= 0 and metrics["profile"] == "smoke"
     table = (dest / "reports/report/master_table.md").read_text()
     assert "my_technique" in table and "baseline" in table
 
