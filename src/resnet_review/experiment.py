@@ -276,7 +276,10 @@ class Stage:
                         recipe=recipe, epochs=epochs, info=info, **hooks)
 
     def run_variants(self, names: list[str] | None = None, **hooks) -> dict[str, VariantResult]:
-        """:meth:`run_variant` for each name (default: every variant, in params order)."""
+        """:meth:`run_variant` for each name (default: every variant, in params order); a stage
+        with no ``variants:`` trains its ``model`` as the one variant, named after it."""
+        if not names and not self.config.variants:
+            return {self.config.model: self.run(self.config.model, **hooks)}
         return {name: self.run_variant(name, **hooks) for name in (names or self.config.variants)}
 
     def _epoch_logger(self, variant: str, seed: int):

@@ -72,6 +72,41 @@ def relative_costs(table: pd.DataFrame, reference: str, label: str = "label") ->
     return out.round(2)
 
 
+def collect_claims(stages_dir: str | Path) -> pd.DataFrame:
+    """Every claim the stages tested (``claims`` in their metrics.json, see Stage.claim): the
+    review's words, the comparison, the paired effect with its 95% CI and the verdict."""
+    rows = []
+    for path in sorted(Path(stages_dir).glob("*/metrics.json")):
+        data = json.loads(path.read_text())
+        for key, c in (data.get("claims") or {}).items():
+            effect = c.get("effect") or {}
+            rows.append({"stage": path.parent.name, "key": key, "section": c.get("section"), "claim": c.get("claim"),
+                         "metric": c.get("metric"), "comparison": f"{c.get('treatment')} vs {c.get('control')}",
+                         "effect": effect.get("mean"), "ci_low": effect.get("ci_low"), "ci_high": effect.get("ci_high"),
+                         "seeds": effect.get("n"), "verdict": c.get("verdict"),
+                         "profile": c.get("profile", data.get("profile"))})
+    return pd.DataFrame(rows, columns=["stage", "key", "section", "claim", "metric", "comparison", "effect",
+                                       "ci_low", "ci_high", "seeds", "verdict", "profile"])
+
+
+def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims, formatted for reading: effect with its 95% CI in one column."""
+    def interval(row) -> str:
+        if pd.isna(row["effect"]):
+            return ""
+        if pd.isna(row["ci_low"]):
+            return f"{row['effect']:+.4f}"
+        return f"{row['effect']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+
+    if claims.empty:
+        return pd.DataFrame(columns=["section", "claim", "metric", "comparison", "effect [95% CI]", "verdict",
+                                     "profile"])
+    out = claims[["section", "claim", "metric", "comparison"]].copy()
+    out["effect [95% CI]"] = claims.apply(interval, axis=1)
+    out["verdict"], out["profile"] = claims["verdict"], claims["profile"]
+    return out
+
+
 def _fmt(row: pd.Series, column: str, how: str) -> str:
     if how == "ci":
         mean, lo, hi = (row.get(f"{column}_{k}", math.nan) for k in ("mean", "ci_low", "ci_high"))
@@ -92,8 +127,9 @@ def master_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_tables(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection."""
+def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame | None = None) -> dict[str, Path]:
+    """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection,
+    and the claims table (CSV with numbers, Markdown formatted) when ``claims`` is given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"raw_csv": out_dir / "all_metrics.csv", "csv": out_dir / "master_table.csv",
@@ -102,6 +138,10 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     table = master_table(frame)
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(table.to_markdown(index=False) + "\n", encoding="utf-8")
+    if claims is not None:
+        paths |= {"claims_csv": out_dir / "claims.csv", "claims_md": out_dir / "claims.md"}
+        claims.to_csv(paths["claims_csv"], index=False)
+        paths["claims_md"].write_text(claims_table(claims).to_markdown(index=False) + "\n", encoding="utf-8")
     return paths
 
 
@@ -170,6 +210,10 @@ def update_readme(readme: str | Path, report_dir: str | Path, benchmark: str | P
     body = table
     if figure.is_file():
         body += f"\n![accuracy against cost]({os.path.relpath(figure, readme.parent)})\n"
+    claims = report_dir / "claims.md"
+    if claims.is_file():
+        body += "\nThe review's claims as measured (paired by seed; effect = treatment − control):\n\n"
+        body += claims.read_text(encoding="utf-8")
     text = _replace_between(text, "results", body)
     if benchmark is not None and Path(benchmark).is_file():
         text = _replace_between(text, "benchmark", benchmark_markdown(benchmark))
