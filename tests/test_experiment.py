@@ -115,3 +115,9 @@ def test_reference_refuses_a_baseline_of_another_budget(paths, tmp_path):
     baseline.write_text(json.dumps({"profile": "smoke", "budget": {**budget, "data_seed": 0, "in_chans": 1,
                                                                    "epochs": 1}, **block}))
     assert stage.reference()["test_acc"] == [0.5, 0.6]
+
+
+def test_a_stage_without_variants_trains_its_model_once(paths, tmp_path):
+    stage = open_stage(paths, tmp_path, {"model": "resnet18"}, seeds=[0])
+    results = stage.run_variants()
+    assert list(results) == ["resnet18"] and len(results["resnet18"].runs) == 1
