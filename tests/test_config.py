@@ -61,8 +61,10 @@ def test_stage_override_of_the_shared_recipe(raw):
     assert recipe.lr == 0.05 and recipe.optimizer == params.train.optimizer
 
 
-def test_profile_override_and_missing_file(paths, tmp_path):
-    assert load_params(paths.params, profile="smoke").budget.train_size == 256
+def test_profile_override_and_missing_file(paths, tmp_path, raw):
+    assert raw["profile"] != "smoke"  # the override below must change something
+    smoke = load_params(paths.params, profile="smoke")
+    assert smoke.profile == "smoke" and smoke.budget.train_size == raw["profiles"]["smoke"]["train_size"]
     with pytest.raises(ParamsError, match="profile must be one of"):
         load_params(paths.params, profile="huge")
     with pytest.raises(ParamsError, match="not found"):
