@@ -8,7 +8,8 @@ renders ``reports/gpu/``.
 With ``--budget-s`` the epochs and seeds of the gpu profile are fitted to a wall-clock budget first:
 a one-seed, one-epoch probe of the baseline measures the cost of a seed and of an epoch, and the
 profile is shrunk (never grown) until every ResNet50-sized stage fits.  The profile actually run is
-written to ``reports/gpu/budget.json`` and is what the metrics are labelled with.
+written to ``reports/gpu/budget.json`` and is what the metrics are labelled with; ``params.yaml``
+is restored to its original text afterwards.
 
     python scripts/gpu_profile.py --budget-s 500
 """
@@ -30,18 +31,21 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS, MODELS = "reports/gpu", "models/gpu"
 
 
-def notebook_stages() -> list[tuple[str, str, list[str]]]:
-    """(stage, notebook, extra args) for every papermill stage of dvc.yaml, in file order."""
+def notebook_stages() -> list[tuple[str, str]]:
+    """(params section, notebook) for every papermill stage of dvc.yaml, in file order, with the
+    ``foreach`` stages expanded (``${key}``/``${item}`` substituted as DVC does)."""
     stages = []
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        argv = shlex.split(stage["cmd"]) if isinstance(stage.get("cmd"), str) else []
-        if argv[:3] == ["python", "-m", "resnet_review.pipeline"]:
-            stages.append((name, argv[3], argv[4:]))
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        expanded = ([(stage["do"]["cmd"].replace("${key}", str(key)).replace("${item}", str(item)))
+                     for key, item in stage["foreach"].items()] if "foreach" in stage else [stage.get("cmd")])
+        for cmd in expanded:
+            argv = shlex.split(cmd) if isinstance(cmd, str) else []
+            if argv[:3] == ["python", "-m", "resnet_review.pipeline"] and "--stage" in argv:
+                stages.append((argv[argv.index("--stage") + 1], argv[3]))
     return stages
 
 
-def run_stage(name: str, notebook: str, extra: list[str], reports: str) -> float:
-    args = [a for a in extra if a not in ("--stage", name)]
+def run_stage(name: str, notebook: str, reports: str) -> float:
     if name == "report":  # the report renders the gpu tree, not the cpu one
         args = ["--reports-dir", REPORTS, "-p", "stages_dir", f"{REPORTS}/stages"]
     else:
@@ -66,7 +70,7 @@ def fit_budget(budget_s: float, n_model_stages: int) -> dict:
     t_start = time.perf_counter()
     set_gpu_profile(epochs=1, seeds=[0])
     probe_dir = "reports/gpu-probe/stages"
-    wall = run_stage("baseline", "notebooks/01_baseline_resnet50.ipynb", [], probe_dir)
+    wall = run_stage("baseline", "notebooks/01_baseline_resnet50.ipynb", probe_dir)
     metrics = json.loads((ROOT / probe_dir / "baseline" / "metrics.json").read_text())["resnet50"]
     epoch_s = metrics["train_time_s"]["mean"]          # includes compilation: an upper bound
     seed_fixed_s = max(wall - epoch_s, 0.0)            # kernel start, evaluation, profiling
@@ -93,17 +97,26 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, help="fit epochs/seeds to this many seconds of wall clock")
     parser.add_argument("--stages", nargs="*", help="only these stages (default: all of dvc.yaml)")
     args = parser.parse_args()
-    stages = [s for s in notebook_stages() if not args.stages or s[0] in args.stages]
-    record = {}
-    if args.budget_s:
-        n_model = sum(1 for s in stages if s[0] not in ("data_overview", "report"))
-        record = fit_budget(args.budget_s, n_model)
-    timings = {}
-    for name, notebook, extra in stages:
-        timings[name] = run_stage(name, notebook, extra, f"{REPORTS}/stages")
-        print(f"[gpu] {name}: {timings[name]:.0f} s", file=sys.stderr)
-    record["stage_wall_s"] = timings
+    stages = notebook_stages()
+    unknown = sorted(set(args.stages or []) - {name for name, _ in stages})
+    if unknown:
+        parser.error(f"unknown stages {unknown}; dvc.yaml has {[name for name, _ in stages]}")
+    stages = [s for s in stages if not args.stages or s[0] in args.stages]
+    record, timings = {}, {}
+    params_text = (ROOT / "params.yaml").read_text()
+    try:
+        if args.budget_s:
+            n_model = sum(1 for s in stages if s[0] not in ("data_overview", "report"))
+            record = fit_budget(args.budget_s, n_model)
+        for name, notebook in stages:
+            timings[name] = run_stage(name, notebook, f"{REPORTS}/stages")
+            print(f"[gpu] {name}: {timings[name]:.0f} s", file=sys.stderr)
+    finally:  # the fitted profile is recorded in budget.json, never left in the user's params.yaml
+        (ROOT / "params.yaml").write_text(params_text)
     out = ROOT / REPORTS / "budget.json"
+    if not record and out.is_file():  # a later run of some stages keeps the record of the earlier ones
+        record = json.loads(out.read_text())
+    record["stage_wall_s"] = {**record.get("stage_wall_s", {}), **timings}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     return 0
