@@ -20,6 +20,7 @@ MASTER_COLUMNS = [
     ("test_acc", "test accuracy (95% CI)", "ci"),
     ("test_macro_f1", "macro-F1 (95% CI)", "ci"),
     ("train_val_gap", "train−val gap", "ci"),
+    ("corruption_acc", "corrupted accuracy (95% CI)", "ci"),
     ("params_m", "params (M)", "{:.2f}"),
     ("gmacs", "GMACs", "{:.3f}"),
     ("latency_cpu_b1_ms", "CPU ms (b=1)", "{:.1f}"),
