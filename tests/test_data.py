@@ -134,3 +134,48 @@ def test_image_folder_loader_reads_a_users_folder(paths, tmp_path):
     assert len(data.classes) == len(list(tmp_path.iterdir()))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_image_folder(tmp_path / "nope", img_size=32)
+
+
+def test_views_split_each_image_into_its_two_halves(tiny_splits):
+    from resnet_review.data import apply_view
+
+    test = tiny_splits.test
+    top, bottom = apply_view(test, "pair").inputs
+    assert top.shape == bottom.shape == (len(test), 1, 14, 28)
+    assert torch.equal(torch.cat([top, bottom], dim=2), test.inputs[0])
+    assert apply_view(test, "stacked").inputs[0].shape == (len(test), 2, 14, 28)
+    assert torch.equal(apply_view(test, "bottom").inputs[0], bottom)
+    with pytest.raises(ValueError, match="has 2 inputs already"):
+        apply_view(apply_view(test, "pair"), "top")
+    with pytest.raises(ValueError, match="unknown view 'left'"):
+        apply_view(test, "left")
+
+
+def _write_pngs(root, images, labels, names):
+    from PIL import Image
+
+    for image, label, name in zip(images, labels, names):
+        folder = root / CLASSES[int(label)].replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.numpy()).save(folder / f"{name}.png")
+
+
+def test_paired_folders_load_aligned_modalities_and_refuse_unpaired_samples(paths, tmp_path):
+    from resnet_review.data import load_paired_folders
+
+    prepared = load_prepared(paths.prepared)
+    images, labels = prepared["test_images"][:8], prepared["test_labels"][:8]
+    names = [f"sample{i}" for i in range(8)]
+    _write_pngs(tmp_path / "a", images[:, :14], labels, names)  # two real modalities: the halves
+    _write_pngs(tmp_path / "b", images[:, 14:], labels, names)
+    data = load_paired_folders(tmp_path / "a", tmp_path / "b", img_size=16)
+    assert [tuple(x.shape) for x in data.inputs] == [(8, 1, 16, 16)] * 2
+    # labels index the folder's own classes (its sub-folders, sorted)
+    assert sorted(data.classes[t] for t in data.targets) == sorted(CLASSES[i].replace("/", "_") for i in labels)
+    assert not torch.equal(data.inputs[0], data.inputs[1])
+
+    next((tmp_path / "b").rglob("sample3.png")).unlink()
+    with pytest.raises(ValueError, match=r"1 only in .*a \(e.g. \['.*sample3'\]\)"):
+        load_paired_folders(tmp_path / "a", tmp_path / "b", img_size=16)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_paired_folders(tmp_path / "a", tmp_path / "missing", img_size=16)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ RAW_FILES = {
 
 # Per-pixel statistics of the Fashion-MNIST training images (scaled to [0, 1]).
 MEAN, STD = 0.2860, 0.3530
+# A user's image folder is scaled to [-1, 1]: no dataset statistics are assumed.
+FOLDER_MEAN, FOLDER_STD = 0.5, 0.5
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -247,8 +250,38 @@ def load_splits(prepared_path: str | os.PathLike, *, train_size: int, val_size: 
         index = stratified_subset(labels, size, data_seed)
         x = to_model_input(prepared[f"{split}_images"][index], img_size, in_chans)
         splits[split] = TensorData((x,), labels[index], CLASSES, split,
-                                   {"img_size": img_size, "in_chans": in_chans}).to(device)
+                                   {"img_size": img_size, "in_chans": in_chans, "mean": MEAN, "std": STD}).to(device)
     return Splits(**splits)
+
+
+def _folder_transform(img_size: int, in_chans: int):
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.Grayscale(1) if in_chans == 1 else v2.RGB(),
+        v2.ToImage(),
+        v2.Resize((img_size, img_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([FOLDER_MEAN] * in_chans, [FOLDER_STD] * in_chans),
+    ])
+
+
+def _read_folder(root: str | os.PathLike, img_size: int, in_chans: int):
+    """``(images, labels, classes, relative paths without suffix)`` of a ``root/<class>/<image>`` folder."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    try:
+        dataset = ImageFolder(root, transform=_folder_transform(img_size, in_chans))
+    except FileNotFoundError as err:  # no class folders, or class folders without images
+        raise ValueError(f"image folder {root} holds no images: {err}") from None
+    if len(dataset) == 0:
+        raise ValueError(f"image folder {root} holds no images")
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    names = [str(Path(path).relative_to(root).with_suffix("")) for path, _ in dataset.samples]
+    return torch.stack(xs), torch.tensor(ys), tuple(dataset.classes), names
 
 
 def load_image_folder(root: str | os.PathLike, *, img_size: int, in_chans: int = 1,
@@ -258,25 +291,65 @@ def load_image_folder(root: str | os.PathLike, *, img_size: int, in_chans: int =
     Images are converted to grey (``in_chans=1``) or RGB (``in_chans=3``), resized to
     ``img_size`` and scaled to [-1, 1] (no dataset statistics are assumed).
     """
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
+    x, y, classes, _ = _read_folder(root, img_size, in_chans)
+    return TensorData((x,), y, classes, Path(root).name,
+                      {"img_size": img_size, "in_chans": in_chans, "mean": FOLDER_MEAN, "std": FOLDER_STD}).to(device)
 
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    transform = v2.Compose([
-        v2.Grayscale(1) if in_chans == 1 else v2.RGB(),
-        v2.ToImage(),
-        v2.Resize((img_size, img_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize([0.5] * in_chans, [0.5] * in_chans),
-    ])
-    dataset = ImageFolder(root, transform=transform)
-    if len(dataset) == 0:
-        raise ValueError(f"image folder {root} holds no images")
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
-    return TensorData((torch.stack(xs),), torch.tensor(ys), tuple(dataset.classes), root.name,
-                      {"img_size": img_size, "in_chans": in_chans}).to(device)
+
+def load_paired_folders(root_a: str | os.PathLike, root_b: str | os.PathLike, *, img_size: int,
+                        in_chans: int = 1, device: str | torch.device = "cpu") -> TensorData:
+    """A user's own two-modality dataset: two folders laid out as ``<root>/<class>/<name>.<ext>``
+    holding the same classes and the same names (the two modalities of one sample share a name;
+    extensions may differ), read into one :class:`TensorData` with two inputs, ``(a, b)``.
+
+    A sample present in one folder only, or filed under different classes, is an error that names
+    it: silently dropping or mis-pairing samples would corrupt every result trained on them.
+    """
+    xa, ya, classes_a, names_a = _read_folder(root_a, img_size, in_chans)
+    xb, yb, classes_b, names_b = _read_folder(root_b, img_size, in_chans)
+    if classes_a != classes_b:
+        raise ValueError(f"paired folders have different classes: {root_a} has {list(classes_a)}, "
+                         f"{root_b} has {list(classes_b)}")
+    if names_a != names_b:
+        only_a = sorted(set(names_a) - set(names_b))
+        only_b = sorted(set(names_b) - set(names_a))
+        raise ValueError(f"paired folders do not hold the same samples: {len(only_a)} only in {root_a} "
+                         f"(e.g. {only_a[:3]}), {len(only_b)} only in {root_b} (e.g. {only_b[:3]})")
+    assert torch.equal(ya, yb)  # same names under the same class folders
+    meta = {"img_size": img_size, "in_chans": in_chans, "mean": FOLDER_MEAN, "std": FOLDER_STD,
+            "view": "pair", "sources": [str(root_a), str(root_b)]}
+    return TensorData((xa, xb), ya, classes_a, f"{Path(root_a).name}+{Path(root_b).name}", meta).to(device)
+
+
+# --------------------------------------------------------------------------- views
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = x.shape[-2] // 2
+    return x[..., :rows, :].contiguous(), x[..., rows:2 * rows, :].contiguous()
+
+
+# What a model sees of each (N, C, H, W) image. "top"/"bottom" are the two halves of every
+# garment: two complementary views, each incomplete on its own (sleeves and collars are in the
+# top half, hems, soles and heels in the bottom one) and together exactly the image, so a
+# two-modality model has a known upper bound (the single-image baseline).
+VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
+    "image": lambda x: (x,),
+    "top": lambda x: _halves(x)[:1],
+    "bottom": lambda x: _halves(x)[1:],
+    "pair": _halves,  # two inputs: (top, bottom)
+    "stacked": lambda x: (torch.cat(_halves(x), dim=1),),  # early fusion: the halves as channels
+}
+
+
+def apply_view(data: TensorData, view: str) -> TensorData:
+    """``data`` as seen through ``view`` (see :data:`VIEWS`); the images and labels are unchanged."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+    if view == "image":
+        return data
+    if len(data.inputs) != 1:
+        raise ValueError(f"view {view!r} splits one image input, but {data.name or 'the data'} has "
+                         f"{len(data.inputs)} inputs already")
+    return TensorData(VIEWS[view](data.inputs[0]), data.targets, data.classes, data.name, {**data.meta, "view": view})
 
 
 def main(argv: list[str] | None = None) -> int:
