@@ -82,3 +82,10 @@ def test_variant_keys_are_checked_one_line_each(raw):
                 "fpn.variants.bad.colour"):
         assert key in msg, msg
     assert "variant name" in error_for(raw, lambda r: r["swish"]["variants"].update({"a/b": {}}))
+
+
+def test_views_and_corruption_severities_are_checked(raw):
+    msg = error_for(raw, lambda r: r["mmff"]["variants"]["top_only"].update({"view": "left"}))
+    assert "mmff.variants.top_only.view" in msg and "unknown view 'left'" in msg
+    msg = error_for(raw, lambda r: r["profiles"]["cpu"].update({"corruption_severities": [0, 2]}))
+    assert "profiles.cpu.corruption_severities" in msg

@@ -11,7 +11,8 @@ from resnet_review.experiment import SeedSeries, Stage
 from resnet_review.stats import VERDICTS
 
 TINY_BUDGET = {"train_size": 120, "val_size": 40, "test_size": 80, "img_size": 28, "epochs": 1, "batch_size": 40,
-               "seeds": [0, 1], "bootstrap_resamples": 0, "latency_repeats": 1, "measure_memory": False}
+               "seeds": [0, 1], "bootstrap_resamples": 0, "latency_repeats": 1, "measure_memory": False,
+               "corruption_size": 40}
 
 
 def tiny_params(paths, section: dict, **budget):
@@ -44,7 +45,7 @@ def test_variants_get_their_data_epochs_and_recipe(trained):
     stage, results = trained
     full, half = results["full"], results["half_16px"]
     assert full.info | {"model": "resnet18"} == {"model": "resnet18", "train_fraction": 1.0, "train_images": 120,
-                                                   "img_size": 28, "epochs": 1}
+                                                   "img_size": 28, "epochs": 1, "view": "image"}
     assert half.info["train_images"] == 60 and half.info["img_size"] == 16 and half.info["epochs"] == 2
     assert [len(r.fit.history) for r in half.runs] == [2, 2]
     assert half.profile.input_shapes == [[1, 16, 16]]
@@ -65,6 +66,12 @@ def test_metrics_json_holds_per_seed_values_and_the_budget(trained):
     run = results["full"].runs[0]
     assert per_seed["train_val_gap"][0] == pytest.approx(run.train_eval.accuracy - run.fit.final["val_acc"])
     assert data["half_16px"]["epochs"] == 2
+    # every model is also scored on the corrupted test images: per corruption and on average
+    run = results["full"].runs[1]
+    assert len(run.corruption) == 5 and per_seed["corruption_acc"][1] == pytest.approx(
+        sum(run.corruption.values()) / 5)
+    assert data["full"]["corruptions"]["occlusion@2"] == pytest.approx(
+        sum(r.corruption["occlusion@2"] for r in results["full"].runs) / 2)
 
 
 def test_a_claim_is_the_paired_difference_and_is_logged(trained):

@@ -51,6 +51,17 @@ class Budget(_Strict):
     bootstrap_resamples: int = Field(1000, ge=0)
     latency_repeats: int = Field(20, gt=0)
     measure_memory: bool = Field(True, description="peak training memory per variant (a child process on CPU)")
+    corruption_size: int = Field(0, ge=0, le=10_000, description="test images every trained model is also "
+                                 "evaluated on under each corruption (0: no robustness evaluation)")
+    corruption_severities: list[int] = Field(default_factory=lambda: [2], min_length=1,
+                                             description="severities (1 mild .. 3 strong) of every corruption")
+
+    @field_validator("corruption_severities")
+    @classmethod
+    def _known_severities(cls, severities: list[int]) -> list[int]:
+        if not set(severities) <= {1, 2, 3} or len(set(severities)) != len(severities):
+            raise ValueError(f"corruption_severities must be distinct values of 1, 2, 3, got {severities}")
+        return severities
 
     @field_validator("seeds")
     @classmethod
@@ -79,6 +90,10 @@ def _check_recipe_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def _merge_recipe(base: Recipe, overrides: dict[str, Any]) -> Recipe:
+    return Recipe(**{**base.model_dump(), **overrides})
+
+
 class Variant(_Strict):
     """One configuration a stage compares, as the difference from the stage's defaults.
 
@@ -94,8 +109,23 @@ class Variant(_Strict):
     train_fraction: float = Field(1.0, gt=0, le=1)
     img_size: int | None = Field(None, ge=8, le=512, description="default: the profile's img_size")
     epochs_scale: float = Field(1.0, gt=0, le=100)
+    view: str = Field("image", description="what the model sees of each image: a name of data.VIEWS, e.g. "
+                      "'pair' for two complementary views fed as two inputs")
 
     _check_train = field_validator("train")(_check_recipe_overrides)
+
+    @field_validator("view")
+    @classmethod
+    def _known_view(cls, view: str) -> str:
+        from .data import VIEWS
+
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+        return view
+
+    def recipe(self, stage: Recipe) -> Recipe:
+        """The stage's recipe with this variant's ``train`` overrides."""
+        return _merge_recipe(stage, self.train)
 
 
 class StageParams(_Strict):
@@ -118,7 +148,7 @@ class StageParams(_Strict):
         return variants
 
     def recipe(self, shared: Recipe) -> Recipe:
-        return Recipe(**{**shared.model_dump(), **self.train})
+        return _merge_recipe(shared, self.train)
 
 
 class PrepareParams(_Strict):

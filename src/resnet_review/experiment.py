@@ -32,11 +32,12 @@ from torch import nn
 
 from . import __version__
 from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params
-from .data import Splits, load_splits
+from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import build_model, is_known_model, project_models
 from .profiling import ModelProfile, profile_model
+from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save
 
@@ -53,6 +54,8 @@ SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
     "train_val_gap": lambda r: SEED_METRICS["train_acc"](r) - r.fit.final.get("val_acc", math.nan),
     "train_time_s": lambda r: r.fit.train_time_s,
     "train_images_per_s": lambda r: r.fit.images_per_s,
+    # mean accuracy over the corrupted test sets (robustness; see resnet_review.robustness)
+    "corruption_acc": lambda r: sum(r.corruption.values()) / len(r.corruption) if r.corruption else math.nan,
 }
 
 
@@ -63,6 +66,7 @@ class SeedRun:
     test: EvalResult
     weights_path: Path | None
     train_eval: EvalResult | None = None
+    corruption: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,13 +91,16 @@ class VariantResult:
         if self.profile is not None:
             out |= _finite(self.profile.scalars())
         out["seeds"] = len(self.runs)
-        # per-seed values, so a later stage can pair its seeds with these (see Stage.reference)
-        out["per_seed"] = _finite(self.seed_values(*SEED_METRICS))
+        if self.runs and self.runs[0].corruption:
+            # accuracy under each corruption, mean over seeds
+            out["corruptions"] = {k: sum(r.corruption[k] for r in self.runs) / len(self.runs)
+                                  for k in self.runs[0].corruption}
+        # per-seed values, so a later stage can pair its seeds with these (see Stage.reference):
+        # the shape Stage.reference returns, {"seed": [...], metric: [...], ...} in run order
+        seeds = [r.seed for r in self.runs]
+        values = {m: per_seed(self, m) for m in SEED_METRICS}
+        out["per_seed"] = _finite({"seed": seeds, **{m: [v[s] for s in seeds] for m, v in values.items()}})
         return out | self.info
-
-    def seed_values(self, *metrics: str) -> dict[str, list]:
-        """``{"seed": [...], metric: [...], ...}`` in run order, the shape Stage.reference returns."""
-        return {"seed": [r.seed for r in self.runs], **{m: [SEED_METRICS[m](r) for r in self.runs] for m in metrics}}
 
 
 @dataclass
@@ -158,7 +165,8 @@ class Stage:
         self._live: Live | None = None
         self.results: dict[str, VariantResult] = {}
         self.claims: dict[str, dict[str, Any]] = {}
-        self._splits: dict[tuple[float, int], Splits] = {}
+        self._splits: dict[tuple[float, int, str], Splits] = {}
+        self._corrupted: dict[tuple[float, int, str], dict] = {}
         self._check_models()
         print(f"stage '{name}': profile={self.params.profile} device={self.accel.device} "
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
@@ -189,17 +197,30 @@ class Stage:
         """The profile's train/validation/test tensors (loaded once, on the training device)."""
         return self.splits_for()
 
-    def splits_for(self, train_fraction: float = 1.0, img_size: int | None = None) -> Splits:
+    def splits_for(self, train_fraction: float = 1.0, img_size: int | None = None, view: str = "image") -> Splits:
         """The profile's splits with a class-stratified ``train_fraction`` of the training images
-        (nested in the full set: the same draw, cut shorter) and/or another input size."""
+        (nested in the full set: the same draw, cut shorter), another input size and/or another
+        view of each image (:data:`~resnet_review.data.VIEWS`, e.g. its two halves as two inputs)."""
         b = self.budget
-        key = (train_fraction, img_size or b.img_size)
+        key = (train_fraction, img_size or b.img_size, view)
         if key not in self._splits:
             train_size = max(1, round(b.train_size * train_fraction))
-            self._splits[key] = load_splits(self.paths.prepared, train_size=train_size, val_size=b.val_size,
-                                            test_size=b.test_size, img_size=key[1], in_chans=b.in_chans,
-                                            data_seed=b.data_seed, device=self.accel.device)
+            splits = load_splits(self.paths.prepared, train_size=train_size, val_size=b.val_size,
+                                 test_size=b.test_size, img_size=key[1], in_chans=b.in_chans,
+                                 data_seed=b.data_seed, device=self.accel.device)
+            self._splits[key] = Splits(*(apply_view(d, view) for d in splits))
         return self._splits[key]
+
+    def corrupted_test(self, splits: Splits) -> dict[str, TensorData]:
+        """The profile's corrupted test sets for ``splits`` (``{}`` when ``corruption_size`` is 0)."""
+        b = self.budget
+        if not b.corruption_size:
+            return {}
+        key = next((k for k, v in self._splits.items() if v is splits), id(splits))
+        if key not in self._corrupted:
+            self._corrupted[key] = corrupted_sets(splits.test, b.corruption_size, b.corruption_severities,
+                                                  seed=b.data_seed)
+        return self._corrupted[key]
 
     def input_shapes(self, splits: Splits | None = None) -> list[tuple[int, ...]]:
         return [tuple(x.shape[1:]) for x in (splits or self.splits).train.inputs]
@@ -233,6 +254,7 @@ class Stage:
         # the training images the train-validation gap is measured on: as many as validation has
         probe_size = min(len(splits.train), len(splits.val))
         train_probe = splits.train.take(torch.arange(probe_size, device=splits.train.device))
+        corrupted = self.corrupted_test(splits)
         runs = []
         for seed in b.seeds:
             seed_everything(seed)
@@ -245,10 +267,12 @@ class Stage:
                             amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
             train_eval = evaluate(model, train_probe, b.eval_batch_size, bootstrap_resamples=0,
                                   amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
+            robustness = corruption_accuracy(model, corrupted, b.eval_batch_size, amp_dtype=self.accel.amp_dtype,
+                                             channels_last=self.accel.channels_last)
             weights = None
             if save_weights:
                 weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
-            runs.append(SeedRun(seed, result, test, weights, train_eval))
+            runs.append(SeedRun(seed, result, test, weights, train_eval, robustness))
             print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
                   f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
         prof = (profile_model(build(), self.input_shapes(splits), repeats=b.latency_repeats,
@@ -267,13 +291,13 @@ class Stage:
             raise KeyError(f"params.yaml section '{self.name}' has no variant '{name}' "
                            f"(variants: {', '.join(self.config.variants) or 'none'})")
         v = self.config.variants[name]
-        splits = self.splits_for(v.train_fraction, v.img_size)
+        splits = self.splits_for(v.train_fraction, v.img_size, v.view)
         epochs = max(1, round(self.budget.epochs * v.epochs_scale))
-        recipe = Recipe(**{**self.recipe.model_dump(), **v.train})
         info = {"model": v.model or self.config.model, "train_fraction": v.train_fraction,
-                "train_images": len(splits.train), "img_size": v.img_size or self.budget.img_size, "epochs": epochs}
+                "train_images": len(splits.train), "img_size": v.img_size or self.budget.img_size, "epochs": epochs,
+                "view": v.view}
         return self.run(name, self.model_factory(v.model, splits=splits, **v.model_kwargs), splits=splits,
-                        recipe=recipe, epochs=epochs, info=info, **hooks)
+                        recipe=v.recipe(self.recipe), epochs=epochs, info=info, **hooks)
 
     def run_variants(self, names: list[str] | None = None, **hooks) -> dict[str, VariantResult]:
         """:meth:`run_variant` for each name (default: every variant, in params order); a stage
