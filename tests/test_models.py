@@ -9,12 +9,14 @@ MODELS = sorted({"resnet18", "resnet50", *project_models()})
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_and_output_shape(name):
+    """Gradients reach every parameter, so no branch of a model is dead."""
     model = build_model(name, num_classes=10, in_chans=1)
-    x = torch.randn(2, 1, 32, 32, requires_grad=True)
-    out = model(x)
+    xs = [torch.randn(2, 1, 32, 32, requires_grad=True) for _ in range(getattr(model, "num_inputs", 1))]
+    out = model(*xs)
     assert out.shape == (2, 10)
     out.sum().backward()
-    assert x.grad is not None and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in xs)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_unknown_model_suggests_names():

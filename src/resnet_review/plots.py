@@ -8,7 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.ticker import MaxNLocator
+from torch import nn
 
 from .data import TensorData
 from .evaluate import EvalResult
@@ -128,5 +130,84 @@ def variant_bars(table: pd.DataFrame, metrics: Sequence[str] = ("test_acc",), la
         if metric.endswith("_acc") or metric.endswith("_f1"):
             ax.set_ylim(max(0.0, low - 0.05), min(1.0, (mean + err[1]).max() + 0.02))
         ax.set_ylabel(f"{metric.replace('_', ' ')} (mean, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def trace_blocks(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(module name, class, output shape)`` of the model's blocks in the order one forward pass
+    calls them (a module shared by two inputs appears twice).  Containers are opened: a
+    ``ModuleList``, the model itself and any ResNet trunk (a module with ``layer1``); everything
+    else is one block."""
+    blocks: list[tuple[str, str, tuple[int, ...]]] = []
+    handles = []
+
+    def opened(module: nn.Module) -> bool:
+        return module is model or isinstance(module, nn.ModuleList) or hasattr(module, "layer1")
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}{name}"
+            if opened(child):
+                visit(child, f"{full}.")
+            elif not isinstance(child, nn.Identity):
+                handles.append(child.register_forward_hook(
+                    lambda m, args, out, full=full: blocks.append(
+                        (full, type(m).__name__, tuple(out.shape[1:]) if torch.is_tensor(out) else ()))))
+
+    visit(model, "")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return blocks
+
+
+def architecture(model: nn.Module, input_shapes: Sequence[tuple[int, ...]], title: str = "", per_column: int = 12):
+    """The model's blocks as traced from the code (:func:`trace_blocks`), one box per call with
+    its output shape, in calling order, coloured by the top-level module they belong to."""
+    inputs = tuple(torch.zeros((1, *shape)) for shape in input_shapes)
+    blocks = trace_blocks(model, inputs)
+    groups = list(dict.fromkeys(name.split(".")[0] for name, _, _ in blocks))
+    palette = dict(zip(groups, sns.color_palette("pastel", len(groups))))
+    columns = max(1, -(-len(blocks) // per_column))
+    fig, ax = plt.subplots(figsize=(3.3 * columns, 0.55 * min(per_column, len(blocks)) + 0.9))
+    ax.set_xlim(0, columns)
+    ax.set_ylim(per_column if len(blocks) > per_column else len(blocks), -1.0)
+    ax.axis("off")
+    shapes = " + ".join("x".join(map(str, s)) for s in input_shapes)
+    ax.text(0.05, -0.75, f"input {shapes}", fontsize=8, weight="bold", va="center")
+    calls: dict[str, int] = {}
+    for i, (name, cls, shape) in enumerate(blocks):
+        col, row = divmod(i, per_column)
+        calls[name] = calls.get(name, 0) + 1
+        again = f"  (call {calls[name]})" if calls[name] > 1 else ""
+        label = f"{name}  ·  {cls}{again}\n→ {'x'.join(map(str, shape))}"
+        ax.text(col + 0.05, row, label, fontsize=7, va="center", family="monospace",
+                bbox={"boxstyle": "round,pad=0.3", "fc": palette[name.split('.')[0]], "ec": "0.5"})
+    fig.suptitle(title or f"{type(model).__name__}, as traced from the code ({len(blocks)} blocks, top to bottom, "
+                 "then left to right)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(sets: dict[str, TensorData], per_set: int = 6):
+    """The first images of each named dataset, one row each (first input only): e.g. the
+    corrupted test sets, or the views a two-modality model sees."""
+    names = list(sets)
+    fig, axes = plt.subplots(len(names), per_set, figsize=(1.2 * per_set, 1.25 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        data = sets[name]
+        images = data.inputs[0][:per_set, 0].float().cpu()
+        for ax, image in zip(row, images):
+            ax.imshow(image * data.meta.get("std", 1.0) + data.meta.get("mean", 0.0), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     return fig

@@ -102,4 +102,4 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[st
 
 
 # project models register themselves on import
-from . import fpn  # noqa: E402,F401
+from . import fpn, hff, mmff  # noqa: E402,F401

@@ -55,6 +55,4 @@ class FPNClassifier(nn.Module):
 
 @register_model("fpn_resnet50")
 def fpn_resnet50(num_classes: int = 10, in_chans: int = 1, **kwargs) -> FPNClassifier:
-    if "levels" in kwargs:  # YAML gives a list
-        kwargs["levels"] = tuple(kwargs["levels"])
     return FPNClassifier("resnet50", num_classes=num_classes, in_chans=in_chans, **kwargs)
