@@ -50,8 +50,9 @@ def project(tmp_path_factory):
     params = re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M)
     (dest / "params.yaml").write_text(params + "\n" + readme_block("params"))
     dvc = (dest / "dvc.yaml").read_text()
-    assert dvc.count("    foreach:\n") == 1
-    (dest / "dvc.yaml").write_text(dvc.replace("    foreach:\n", "    foreach:\n" + readme_block("dvc")))
+    anchor = "  technique:\n    foreach:\n"
+    assert dvc.count(anchor) == 1
+    (dest / "dvc.yaml").write_text(dvc.replace(anchor, anchor + readme_block("dvc")))
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
 
     sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
