@@ -111,6 +111,8 @@ class Variant(_Strict):
     epochs_scale: float = Field(1.0, gt=0, le=100)
     view: str = Field("image", description="what the model sees of each image: a name of data.VIEWS, e.g. "
                       "'pair' for two complementary views fed as two inputs")
+    profiles: list[Literal["smoke", "cpu", "gpu"]] | None = Field(
+        None, description="the profiles this variant runs under (default: all); a costly extra can be gpu-only")
 
     _check_train = field_validator("train")(_check_recipe_overrides)
 
@@ -192,6 +194,41 @@ def register_stage_schema(stage: str, schema: type[StageParams]) -> type[StagePa
     """Declare the keys a technique stage accepts beyond :class:`StageParams`."""
     _STAGE_SCHEMAS[stage] = schema
     return schema
+
+
+
+# --------------------------------------------------------------------------- compression
+class SourceModel(_Strict):
+    """Trained weights another stage wrote (``models/<stage>/<variant>/seed<k>.pt``), one per seed."""
+
+    stage: str = "baseline"
+    variant: str = "resnet50"
+
+
+class PruneTarget(_Strict):
+    """One pruned model: ``structured`` removes channels until MACs fall by ``amount``;
+    ``unstructured`` zeroes the ``amount`` fraction of smallest weights (same shapes)."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    amount: float = Field(gt=0, lt=1, description="MACs removed (structured) or weights zeroed (unstructured)")
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+
+
+class PruningParams(StageParams):
+    source: SourceModel = SourceModel()
+    finetune_epochs_scale: float = Field(0.5, ge=0, le=100, description="fine-tuning epochs after pruning, as a "
+                                         "multiple of the profile's epochs (0: none; at least 1 otherwise)")
+    taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
+    round_to: int | None = Field(None, gt=0, description="keep channel counts multiples of this")
+    targets: dict[str, PruneTarget] = Field(default_factory=dict)
+
+
+class QuantisationParams(StageParams):
+    source: SourceModel = SourceModel()
+    pruned_source: SourceModel | None = Field(None, description="a structurally pruned model to quantise too")
+    calibration_batches: int = Field(8, gt=0, description="training batches int8 activation ranges are observed on")
+    qat_epochs_scale: float = Field(0.5, ge=0, le=100, description="quantisation-aware fine-tuning epochs, as a "
+                                    "multiple of the profile's epochs (0: skip QAT; at least 1 otherwise)")
 
 
 # --------------------------------------------------------------------------- paths
@@ -283,3 +320,7 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
             raise ParamsError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
         raw = {**raw, "profile": profile}
     return validate_params(raw, source=str(path.name))
+
+
+register_stage_schema("pruning", PruningParams)
+register_stage_schema("quantisation", QuantisationParams)

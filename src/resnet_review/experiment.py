@@ -16,10 +16,13 @@ stages in advance; a variant's row needs only the keys this module writes.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import math
 import os
 import shutil
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +38,8 @@ from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, loa
 from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
-from .models import build_model, is_known_model, project_models
-from .profiling import ModelProfile, profile_model
+from .models import CheckpointError, build_model, is_known_model, project_models
+from .profiling import ModelProfile, compare_latency, profile_model
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save
@@ -59,6 +62,25 @@ SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
 }
 
 
+Builder = Callable[[], nn.Module] | Callable[[int], nn.Module]
+
+
+def _call_builder(build: Builder, seed: int) -> nn.Module:
+    """``build()``, or ``build(seed)`` when the builder takes an argument."""
+    try:
+        takes_seed = bool(inspect.signature(build).parameters)
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_seed = False
+    return build(seed) if takes_seed else build()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its first parameter's or buffer's device (CPU for none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @dataclass
 class SeedRun:
     seed: int
@@ -77,6 +99,8 @@ class VariantResult:
     runs: list[SeedRun]
     profile: ModelProfile | None
     info: dict[str, Any] = field(default_factory=dict)
+    # the first seed's model as evaluated (on the CPU), for same-process latency comparisons
+    model: nn.Module | None = field(default=None, repr=False)
 
     def estimate(self, metric: str) -> Estimate:
         return mean_ci(SEED_METRICS[metric](r) for r in self.runs)
@@ -236,12 +260,17 @@ class Stage:
         return lambda: build_model(name, num_classes=classes, in_chans=in_chans, **merged)
 
     # ------------------------------------------------------------------ training
-    def run(self, variant: str, build: Callable[[], nn.Module] | None = None, *, splits: Splits | None = None,
+    def run(self, variant: str, build: Builder | None = None, *, splits: Splits | None = None,
             recipe: Recipe | None = None, epochs: int | None = None, profile: bool = True,
-            save_weights: bool = True, info: dict[str, Any] | None = None, **hooks) -> VariantResult:
+            save_weights: bool = True, info: dict[str, Any] | None = None,
+            finalize: Callable[[nn.Module], nn.Module] | None = None, **hooks) -> VariantResult:
         """Train ``variant`` once per seed, evaluate each on the test set, profile it once.
 
-        ``build`` defaults to the stage's model from params; ``hooks`` go to
+        ``build`` defaults to the stage's model from params; a builder that takes an argument gets
+        the seed (e.g. to start from that seed's trained baseline, see :meth:`checkpoint`).
+        ``epochs=0`` trains nothing (e.g. post-training quantisation). ``finalize`` turns the
+        trained model into the one that is evaluated, saved and profiled (e.g. folding pruning
+        masks, converting to int8); a CPU-only result is evaluated on the CPU. ``hooks`` go to
         :func:`~resnet_review.engine.fit` (``loss_fn``, ``batch_transform``, ``on_epoch_end``).
         """
         if "/" in variant or not variant:
@@ -250,39 +279,120 @@ class Stage:
         splits = splits or self.splits
         recipe = recipe or self.recipe
         b = self.budget
-        epochs = epochs or b.epochs
+        epochs = b.epochs if epochs is None else epochs
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
         # the training images the train-validation gap is measured on: as many as validation has
         probe_size = min(len(splits.train), len(splits.val))
         train_probe = splits.train.take(torch.arange(probe_size, device=splits.train.device))
         corrupted = self.corrupted_test(splits)
-        runs = []
+        runs, first = [], None
         for seed in b.seeds:
             seed_everything(seed)
-            model = build()
-            result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=b.batch_size,
-                         seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
-                         checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
-                         log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}", **hooks)
-            test = evaluate(model, splits.test, b.eval_batch_size, bootstrap_resamples=b.bootstrap_resamples,
-                            amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
-            train_eval = evaluate(model, train_probe, b.eval_batch_size, bootstrap_resamples=0,
-                                  amp_dtype=self.accel.amp_dtype, channels_last=self.accel.channels_last)
-            robustness = corruption_accuracy(model, corrupted, b.eval_batch_size, amp_dtype=self.accel.amp_dtype,
-                                             channels_last=self.accel.channels_last)
+            model = _call_builder(build, seed)
+            if epochs:
+                result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=b.batch_size,
+                             seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
+                             checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
+                             log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
+                             **hooks)
+            else:
+                result = FitResult([], 0.0, math.nan, 0)
+            trainable = model
+            model = finalize(model) if finalize else model
+            if first is None:
+                first = (trainable, model)
+            test, train_eval, robustness = self._evaluate(model, splits.test, train_probe, corrupted)
             weights = None
             if save_weights:
                 weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
             runs.append(SeedRun(seed, result, test, weights, train_eval, robustness))
             print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
                   f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
-        prof = (profile_model(build(), self.input_shapes(splits), repeats=b.latency_repeats,
-                              memory_batch_size=b.batch_size, memory=b.measure_memory) if profile else None)
-        variant_result = VariantResult(variant, runs, prof, info or {})
+        # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
+        # trainable form (an int8 model's packed weights are invisible to both counters)
+        prof = (profile_model(first[1], self.input_shapes(splits), repeats=b.latency_repeats,
+                              memory_batch_size=b.batch_size, memory=b.measure_memory, count_model=first[0])
+                if profile else None)
+        variant_result = VariantResult(variant, runs, prof, info or {}, model=copy.deepcopy(first[1]).cpu().eval())
         self.results[variant] = variant_result
         # replaces the last-epoch values log_metric left there with the aggregates over seeds
         self.live.summary[variant] = variant_result.summary()
         self.live.make_summary()
         return variant_result
+
+    def _evaluate(self, model: nn.Module, test: TensorData, train_probe: TensorData,
+                  corrupted: dict[str, TensorData]) -> tuple[EvalResult, EvalResult, dict[str, float]]:
+        """Test, train-probe and corruption accuracy of one model, on the device it runs on."""
+        b, device = self.budget, model_device(model)
+        same = device == self.accel.device
+        kw = {"amp_dtype": self.accel.amp_dtype if same else None, "channels_last": self.accel.channels_last and same}
+        if not same:  # e.g. an int8 CPU model of a GPU run
+            test, train_probe = test.to(device), train_probe.to(device)
+            corrupted = {k: v.to(device) for k, v in corrupted.items()}
+        test_result = evaluate(model, test, b.eval_batch_size, bootstrap_resamples=b.bootstrap_resamples, **kw)
+        train_eval = evaluate(model, train_probe, b.eval_batch_size, bootstrap_resamples=0, **kw)
+        return test_result, train_eval, corruption_accuracy(model, corrupted, b.eval_batch_size, **kw)
+
+    def checkpoint(self, stage: str = "baseline", variant: str = "resnet50", seed: int = 0) -> Path:
+        """Path of another stage's trained weights of ``variant`` for ``seed`` (e.g. the baseline
+        a compression stage starts from), after checking that stage ran under this budget."""
+        self.reference(stage, variant)  # same profile and budget, or a clear error
+        path = self.models_dir.parent / stage / variant / f"seed{seed}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: stage '{stage}' has no weights of '{variant}' for seed {seed}; "
+                                    f"run `dvc repro {stage}` first")
+        return path
+
+    def load_trained(self, stage: str = "baseline", variant: str = "resnet50", seed: int = 0, *,
+                     model: str | None = None, **kwargs) -> nn.Module:
+        """A fresh model (``model``/``kwargs`` as in :meth:`model_factory`) holding another stage's
+        trained weights for ``seed``, loaded with ``weights_only=True``, on the training device."""
+        path = self.checkpoint(stage, variant, seed)
+        net = self.model_factory(model, **kwargs)()
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except RuntimeError as err:
+            raise CheckpointError(f"{path} does not fit model '{model or self.config.model}': "
+                                  f"{str(err).splitlines()[0]}") from err
+        return net.to(self.accel.device)
+
+    def compare_latency(self, reference: str, variants: list[str] | None = None, *, rounds: int = 5):
+        """CPU latency of every variant's first-seed model (``variants``, default all run), measured
+        interleaved in ``rounds`` rounds in this one process, and each one's speed-up over
+        ``reference`` (median over rounds, and a 95% CI over rounds), added to metrics.json as
+        ``speedup_cpu_b<batch>``: ratios measured side by side, which a noisy machine does not
+        skew the way separate runs can. Returns the table and ``{variant: {key: Estimate}}``."""
+        import pandas as pd
+
+        names = variants or list(self.results)
+        if reference not in names:
+            names = [reference, *names]
+        missing = [n for n in names if n not in self.results or self.results[n].model is None]
+        if missing:
+            raise KeyError(f"variants {missing} have not been run in stage '{self.name}'")
+        profile = self.results[reference].profile
+        shapes = [tuple(s) for s in profile.input_shapes] if profile else self.input_shapes()
+        times = compare_latency({n: self.results[n].model for n in names}, shapes,
+                                repeats=self.budget.latency_repeats, rounds=rounds)
+        rows, speedups = [], {}
+        for name in names:
+            ratios = {k: [r / t for r, t in zip(times[reference][k], v)] for k, v in times[name].items()}
+            speedups[name] = {k: mean_ci(v) for k, v in ratios.items()}
+            values = {f"latency_same_run_{k}_ms": statistics.median(v) for k, v in times[name].items()}
+            values |= {f"speedup_{k}": statistics.median(v) for k, v in ratios.items()}
+            self.annotate(name, **values, speedup_reference=reference)
+            rows.append({"variant": name, **values})
+        return pd.DataFrame(rows).set_index("variant"), speedups
+
+    def annotate(self, variant: str, **values: Any) -> None:
+        """Add numbers measured after :meth:`run` (e.g. a speed-up against a reference measured in
+        the same process) to ``variant``'s block of metrics.json."""
+        if variant not in self.results:
+            raise KeyError(f"variant '{variant}' has not been run in stage '{self.name}'")
+        self.results[variant].info.update(_finite(values))
+        self.live.summary[variant] = self.results[variant].summary()
+        self.live.make_summary()
 
     def run_variant(self, name: str, **hooks) -> VariantResult:
         """Train the variant ``name`` of this stage's ``variants:`` section (see
@@ -304,7 +414,14 @@ class Stage:
         with no ``variants:`` trains its ``model`` as the one variant, named after it."""
         if not names and not self.config.variants:
             return {self.config.model: self.run(self.config.model, **hooks)}
-        return {name: self.run_variant(name, **hooks) for name in (names or self.config.variants)}
+        if names is None:
+            profile = self.params.profile
+            names = [n for n, v in self.config.variants.items() if v.profiles is None or profile in v.profiles]
+            skipped = sorted(set(self.config.variants) - set(names))
+            if skipped:
+                print(f"stage '{self.name}': variants {skipped} do not run under profile '{self.params.profile}'",
+                      file=sys.stderr)
+        return {name: self.run_variant(name, **hooks) for name in names}
 
     def _epoch_logger(self, variant: str, seed: int):
         def log(epoch: int, metrics: dict[str, float]) -> None:
@@ -336,17 +453,18 @@ class Stage:
         return data[variant]["per_seed"]
 
     def effect(self, result: Comparable, control: Comparable | None, metric: str = "test_acc",
-               expected_sign: int = +1) -> tuple[Estimate, str]:
+               expected_sign: int = +1, margin: float = 0.0) -> tuple[Estimate, str]:
         """Paired (same seeds) difference ``result - control`` with its 95% CI and the verdict on
         a claim that expects the difference to have ``expected_sign`` (``control=None``: the
-        result itself against zero)."""
+        result itself against zero; ``margin``: a claim of no loss beyond it, see
+        :func:`~resnet_review.stats.verdict`)."""
         mine = per_seed(result, metric)
         theirs = per_seed(control, metric, like=mine)
         if set(mine) != set(theirs):
             raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); "
                              "a paired comparison needs the same seeds")
         effect = paired_difference([mine[s] for s in sorted(mine)], [theirs[s] for s in sorted(mine)])
-        return effect, verdict(effect, expected_sign)
+        return effect, verdict(effect, expected_sign, margin)
 
     def interaction(self, a: VariantResult, b: VariantResult, c: VariantResult, d: VariantResult,
                     metric: str = "test_acc", name: str = "interaction") -> SeedSeries:
@@ -360,20 +478,32 @@ class Stage:
         return SeedSeries(name, {s: (a_[s] - b_[s]) - (c_[s] - d_[s]) for s in sorted(seeds)})
 
     def claim(self, key: str, *, claim: str, section: str, treatment: Comparable, control: Comparable | None,
-              metric: str = "test_acc", expected_sign: int = +1, control_name: str = "baseline") -> str:
+              metric: str = "test_acc", expected_sign: int = +1, control_name: str = "baseline",
+              margin: float = 0.0) -> str:
         """Test one claim of the review: the paired effect of ``treatment`` over ``control`` on
         ``metric``, its 95% CI and the verdict, logged under ``claims`` in metrics.json (the
-        report's claims table reads them) and returned as a Markdown sentence."""
-        effect, outcome = self.effect(treatment, control, metric, expected_sign)
-        treatment_name = getattr(treatment, "name", "reference")
-        self.claims[key] = {"claim": claim, "section": section, "metric": metric, "treatment": treatment_name,
-                            "control": control_name, "expected_sign": expected_sign,
+        report's claims table reads them) and returned as a Markdown sentence. ``margin``: the
+        claim is one of no loss beyond ``margin`` (e.g. 0.01 for "within 1 point")."""
+        effect, _ = self.effect(treatment, control, metric, expected_sign)
+        against = f" minus `{control_name}`" if control is not None else ""
+        return self.claim_estimate(key, claim=claim, section=section, effect=effect, metric=metric,
+                                   treatment=getattr(treatment, "name", "reference"), control=control_name,
+                                   expected_sign=expected_sign, margin=margin, unit="paired seeds", against=against)
+
+    def claim_estimate(self, key: str, *, claim: str, section: str, effect: Estimate, metric: str, treatment: str,
+                       control: str, expected_sign: int = +1, margin: float = 0.0, unit: str = "paired seeds",
+                       against: str | None = None) -> str:
+        """:meth:`claim` for an effect estimated elsewhere (e.g. a speed-up over timing rounds)."""
+        outcome = verdict(effect, expected_sign, margin)
+        self.claims[key] = {"claim": claim, "section": section, "metric": metric, "treatment": treatment,
+                            "control": control, "expected_sign": expected_sign, "margin": margin,
                             "effect": effect.as_dict(), "verdict": outcome, "profile": self.params.profile}
         self.log_metrics(claims=self.claims)
-        against = f" minus `{control_name}`" if control is not None else ""
-        return (f"**{claim}** ({section}) — {metric.replace('_', ' ')} of `{treatment_name}`{against}: "
+        against = f" minus `{control}`" if against is None else against
+        within = f", claimed loss under {margin:g}" if margin else ""
+        return (f"**{claim}** ({section}) — {metric.replace('_', ' ')} of `{treatment}`{against}: "
                 f"**{effect.mean:+.4f}** (95% CI {effect.ci_low:+.4f} to {effect.ci_high:+.4f}, "
-                f"{effect.n} paired seeds) → **{outcome}** (profile `{self.params.profile}`).")
+                f"{effect.n} {unit}{within}) → **{outcome}** (profile `{self.params.profile}`).")
 
     def frame(self, *references: tuple[str, str]):
         """This stage's variants (as far as run) plus ``(stage, variant)`` references from sibling

@@ -106,6 +106,22 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
     return statistics.median(times)
 
 
+def compare_latency(models: dict[str, nn.Module], input_shapes: list[tuple[int, ...]], *,
+                    batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 20,
+                    rounds: int = 3) -> dict[str, dict[str, list[float]]]:
+    """``{name: {"cpu_b<batch>": [ms per round]}}``: eval-mode CPU latency of several models
+    measured in turn, round after round (each value a :func:`measure_latency` median). Models are
+    timed side by side, so load on a shared machine hits them alike and their ratios hold."""
+    inputs = {b: example_inputs(input_shapes, b) for b in batch_sizes}
+    times: dict[str, dict[str, list[float]]] = {n: {f"cpu_b{b}": [] for b in batch_sizes} for n in models}
+    cpu_models = {n: copy.deepcopy(m).cpu().eval() for n, m in models.items()}
+    for _ in range(rounds):
+        for name, model in cpu_models.items():
+            for b in batch_sizes:
+                times[name][f"cpu_b{b}"].append(measure_latency(model, inputs[b], repeats))
+    return times
+
+
 def _rss_kib(field_name: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -181,27 +197,34 @@ def checkpoint_mb(model: nn.Module) -> float:
 
 def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batch_sizes: tuple[int, ...] = (1, 32),
                   memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None,
-                  memory: bool = True) -> ModelProfile:
+                  memory: bool = True, count_model: nn.Module | None = None) -> ModelProfile:
     """Profile ``model`` for inputs of per-example ``input_shapes`` (e.g. ``[(1, 28, 28)]``).
 
-    Latency is measured on the CPU always and on CUDA when available (``cuda=None``); the model
-    is deep-copied, so the caller's weights, statistics and device are untouched.
+    Latency is measured on the CPU always and on CUDA when available (``cuda=None``; never for
+    an int8 model, a CPU format); the model is deep-copied, so the caller's weights, statistics
+    and device are untouched. ``count_model`` (default ``model``) is the trainable float form
+    whose parameters, MACs and training memory are reported: an int8 model's packed weights are
+    invisible to the counters, and it cannot be trained.
     """
     input_shapes = [tuple(s) for s in input_shapes]
-    cpu_model = copy.deepcopy(model).cpu().float().eval()
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    quantized = any(p.is_quantized for p in cpu_model.state_dict().values() if isinstance(p, torch.Tensor))
+    if not quantized:
+        cpu_model = cpu_model.float()
+    float_model = cpu_model if count_model is None else copy.deepcopy(count_model).cpu().float().eval()
     latency = {f"cpu_b{b}": measure_latency(cpu_model, example_inputs(input_shapes, b), repeats) for b in batch_sizes}
-    use_cuda = torch.cuda.is_available() if cuda is None else cuda
+    use_cuda = (torch.cuda.is_available() if cuda is None else cuda) and not quantized
     mem_device = "cpu"
     if use_cuda:
         gpu_model = copy.deepcopy(cpu_model).cuda()
         for b in batch_sizes:
             latency[f"cuda_b{b}"] = measure_latency(gpu_model, example_inputs(input_shapes, b, "cuda"), repeats)
         mem_device = "cuda"
-    peak_mb, method = (peak_training_memory_mb(cpu_model, input_shapes, memory_batch_size, mem_device)
+    peak_mb, method = (peak_training_memory_mb(float_model, input_shapes, memory_batch_size, mem_device)
                        if memory else (math.nan, "not measured"))
-    flops = count_flops(cpu_model, example_inputs(input_shapes, 1))
+    flops = count_flops(float_model, example_inputs(input_shapes, 1))
     return ModelProfile(
-        params=count_params(cpu_model),
+        params=count_params(float_model),
         flops=flops,
         macs=flops // 2,
         latency_ms=latency,

@@ -26,6 +26,10 @@ class Estimate:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def shifted(self, delta: float) -> "Estimate":
+        """The same estimate moved by ``delta`` (e.g. a speed-up ratio minus 1)."""
+        return Estimate(self.mean + delta, self.ci_low + delta, self.ci_high + delta, self.n, self.confidence)
+
     def __str__(self) -> str:
         if self.n < 2:
             return f"{self.mean:.4f} (n=1, no CI)"
@@ -66,14 +70,19 @@ def paired_difference(treatment, control, confidence: float = 0.95) -> Estimate:
 VERDICTS = ("supported", "not supported", "inconclusive at this budget")
 
 
-def verdict(effect: Estimate, expected_sign: int = +1) -> str:
+def verdict(effect: Estimate, expected_sign: int = +1, margin: float = 0.0) -> str:
     """Whether an effect's CI agrees with a claim that expects it to be positive (``+1``) or
     negative (``-1``): excluded zero on the claimed side -> supported; on the other side -> not
-    supported; an interval that holds zero (or none at all, from one seed) -> inconclusive."""
+    supported; an interval that holds zero (or none at all, from one seed) -> inconclusive.
+
+    ``margin`` > 0 tests a claim of no meaningful loss ("within ``margin`` of the control"): the
+    line is drawn at ``-margin`` on the claimed side instead of at zero."""
     if expected_sign not in (1, -1):
         raise ValueError("expected_sign must be +1 or -1")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
     lo, hi = effect.ci_low * expected_sign, effect.ci_high * expected_sign
-    lo, hi = min(lo, hi), max(lo, hi)
+    lo, hi = min(lo, hi) + margin, max(lo, hi) + margin
     if math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
         return VERDICTS[2]
     return VERDICTS[0] if lo > 0 else VERDICTS[1]
