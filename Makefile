@@ -22,6 +22,7 @@ test: install data
 
 benchmark: install data
 	$(BIN)/python benchmarks/engine_overhead.py
+	$(BIN)/python benchmarks/compression.py
 
 install: $(STAMP)
 

@@ -89,3 +89,17 @@ def test_views_and_corruption_severities_are_checked(raw):
     assert "mmff.variants.top_only.view" in msg and "unknown view 'left'" in msg
     msg = error_for(raw, lambda r: r["profiles"]["cpu"].update({"corruption_severities": [0, 2]}))
     assert "profiles.cpu.corruption_severities" in msg
+
+
+def test_compression_sections_and_variant_profiles_are_checked(raw):
+    def bad(r):
+        r["pruning"]["targets"]["x"] = {"method": "random", "amount": 1.5}
+        r["quantisation"]["calibration_batches"] = 0
+        r["swish"]["variants"]["gelu"]["profiles"] = ["laptop"]
+    msg = error_for(raw, bad)
+    for key in ("pruning.targets.x.method", "pruning.targets.x.amount", "quantisation.calibration_batches",
+                "swish.variants.gelu.profiles"):
+        assert key in msg, msg
+    params = validate_params(raw)
+    assert params.stage("pruning").targets["taylor_50"].importance == "taylor"
+    assert params.stage("swish").variants["gelu"].profiles == ["gpu"]
