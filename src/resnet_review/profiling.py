@@ -177,7 +177,10 @@ def peak_training_memory_mb(model: nn.Module, input_shapes: list[tuple[int, ...]
         return float("nan"), "unavailable (needs Linux /proc)"
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.pt"
-        torch.save(copy.deepcopy(model).cpu(), model_path)
+        try:
+            torch.save(copy.deepcopy(model).cpu(), model_path)
+        except (AttributeError, TypeError, RuntimeError) as err:  # e.g. local functions in a QAT graph
+            return float("nan"), f"unavailable (the model cannot be pickled for the child process: {err})"
         code = "import sys; from resnet_review.profiling import _peak_rss_child_main as m; m(*sys.argv[1:])"
         out = subprocess.run([sys.executable, "-c", code, str(model_path), json.dumps([list(s) for s in input_shapes]),
                               str(batch_size)], capture_output=True, text=True, timeout=600, check=False,
