@@ -113,6 +113,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-s", type=float, help="fit epochs/seeds to this many seconds of wall clock")
     parser.add_argument("--stages", nargs="*", help="only these stages (default: all of dvc.yaml)")
+    parser.add_argument("--epochs", type=int, help="run this many epochs instead of the profile's (no probe)")
+    parser.add_argument("--seeds", type=int, help="run the profile's first this-many seeds (no probe)")
+    parser.add_argument("--no-compile", action="store_true", help="eager mode: no torch.compile start-up cost")
     args = parser.parse_args()
     stages = notebook_stages()
     unknown = sorted(set(args.stages or []) - {name for name, _ in stages})
@@ -122,6 +125,15 @@ def main() -> int:
     record, timings, failed = {}, {}, []
     params_text = (ROOT / "params.yaml").read_text()
     try:
+        fixed = {k: v for k, v in {"epochs": args.epochs, "compile": False if args.no_compile else None}.items()
+                 if v is not None}
+        if args.seeds:
+            fixed["seeds"] = yaml.safe_load(params_text)["profiles"]["gpu"]["seeds"][:args.seeds]
+        if fixed and args.budget_s:
+            parser.error("--budget-s fits epochs and seeds itself; give it or --epochs/--seeds/--no-compile")
+        if fixed:
+            record = {"full_profile": yaml.safe_load(params_text)["profiles"]["gpu"],
+                      "profile_run": set_gpu_profile(**fixed)}
         if args.budget_s:
             n_models = sum(variant_count(s[0]) for s in stages if s[0] not in ("data_overview", "report"))
             record = fit_budget(args.budget_s, n_models)
