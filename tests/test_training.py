@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+import yaml
 
+from resnet_review import training
+from resnet_review.config import ParamsError, validate_params
 from resnet_review.data import MEAN, STD
+from resnet_review.experiment import Stage
 from resnet_review.training import augmentation, distill_loss, distillation
 
 
@@ -69,3 +74,98 @@ def test_randaugment_and_erasing_keep_hard_labels_and_pixel_range(tiny_splits):
 def test_unknown_augmentation_is_named():
     with pytest.raises(ValueError, match="unknown augmentations \\['autoaugment'\\]"):
         augmentation(["autoaugment"], num_classes=10, mean=MEAN, std=STD)
+
+
+# --------------------------------------------------------------------------- stage glue
+TINY_BUDGET = {"train_size": 120, "val_size": 40, "test_size": 80, "img_size": 28, "epochs": 1, "batch_size": 40,
+               "seeds": [0, 1], "bootstrap_resamples": 0, "latency_repeats": 1, "measure_memory": False,
+               "corruption_size": 0}
+
+
+def tiny_stages(paths, tmp_path, **sections):
+    """Stages of a tiny smoke budget whose params sections are replaced by ``sections``."""
+    raw = yaml.safe_load(paths.params.read_text())
+    raw["profile"] = "smoke"
+    raw["profiles"]["smoke"] = TINY_BUDGET
+    raw.update(sections)
+    params = validate_params(raw)
+    return {name: Stage(name, params=params, reports_dir=str(tmp_path / "stages"), models_dir=str(tmp_path / "models"),
+                        root=paths.root) for name in sections}
+
+
+def test_each_student_learns_from_its_own_seeds_teacher(paths, tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    stages = tiny_stages(paths, tmp_path, teacher={"variants": {"t18": {"model": "resnet18"}}},
+                         distillation={"temperature": 3.0, "alpha": 0.5, "variants": {
+                             "s18": {"model": "resnet18", "alpha": 0.8,
+                                     "scratch": {"stage": "teacher", "variant": "t18"}}}})
+    with pytest.raises(FileNotFoundError, match="dvc repro teacher"):
+        training.teacher_of(stages["distillation"])
+    stages["teacher"].run_variants()
+    stages["teacher"].finish()
+    seen = []
+    original = training.distillation
+
+    def spy(teacher, **kw):
+        seen.append((next(teacher.parameters()).detach().clone(), kw))
+        return original(teacher, **kw)
+
+    monkeypatch.setattr(training, "distillation", spy)
+    results = training.run_distillation(stages["distillation"])
+    assert [r.seed for r in results["s18"].runs] == [0, 1] and len(seen) == 2
+    for (weights, kw), seed in zip(seen, (0, 1)):
+        saved = torch.load(tmp_path / "models" / "teacher" / "t18" / f"seed{seed}.pt", weights_only=True)
+        assert torch.equal(weights.cpu(), next(iter(saved.values())))
+        assert kw == {"temperature": 3.0, "alpha": 0.8}  # the variant's alpha over the stage's
+    assert not torch.equal(seen[0][0], seen[1][0])
+    block = json.loads((tmp_path / "stages" / "distillation" / "metrics.json").read_text())["s18"]
+    assert block["teacher"] == "teacher/t18" and block["alpha"] == 0.8 and block["temperature"] == 3.0
+
+
+def test_an_ambiguous_teacher_must_be_named(paths, tmp_path):
+    two = {"a": {"model": "resnet18"}, "b": {"model": "resnet18"}}
+    stages = tiny_stages(paths, tmp_path, teacher={"variants": two},
+                         distillation={"variants": {"s": {"model": "resnet18"}}})
+    folder = tmp_path / "stages" / "teacher"
+    folder.mkdir(parents=True, exist_ok=True)
+    per_seed = {"seed": [0, 1], "test_acc": [0.5, 0.5]}
+    (folder / "metrics.json").write_text(json.dumps({"profile": "smoke", "a": {"per_seed": per_seed},
+                                                     "b": {"per_seed": per_seed}}))
+    with pytest.raises(ValueError, match=r"holds the teachers \['a', 'b'\]; set `distillation.teacher.variant`"):
+        training.teacher_of(stages["distillation"])
+
+
+def test_augmentation_variants_transform_every_training_batch_and_only_theirs(paths, tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    stage = tiny_stages(paths, tmp_path, augmentation={"model": "resnet18", "throughput_batches": 2, "variants": {
+        "none": {}, "mixed": {"augment": ["mixup", "random_erasing"]}}})["augmentation"]
+    calls = {}
+    original = training.stage_augmentation
+
+    def counting(stage, names):
+        transform = original(stage, names)
+        if transform is None:
+            return None
+
+        def counted(inputs, targets):
+            calls[tuple(names)] = calls.get(tuple(names), 0) + 1
+            return transform(inputs, targets)
+        return counted
+
+    monkeypatch.setattr(training, "stage_augmentation", counting)
+    results = training.run_augmentation(stage)
+    assert calls == {("mixup", "random_erasing"): 3 * 2}  # 120 images / batch 40 = 3 steps, 2 seeds
+    assert results["mixed"].info["augment"] == "mixup+random_erasing" and results["none"].info["augment"] == "none"
+    speed = training.augmentation_throughput(stage, {"erasing": ["random_erasing"]})
+    row = speed.loc["erasing"]
+    assert row.transform_images_per_s > 0 and row.train_step_images_per_s > 0 and row.epoch_slowdown > 1
+
+
+def test_augmentation_and_distillation_params_are_checked(paths):
+    raw = yaml.safe_load(paths.params.read_text())
+    raw["augmentation"]["variants"]["bad"] = {"augment": ["mixup", "autoaugment"]}
+    raw["distillation"]["variants"]["resnet18_kd"]["alpha"] = 1.5
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    assert "augmentation.variants.bad.augment" in str(err.value) and "autoaugment" in str(err.value)
+    assert "distillation.variants.resnet18_kd.alpha" in str(err.value)

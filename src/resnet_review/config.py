@@ -231,6 +231,55 @@ class QuantisationParams(StageParams):
                                     "multiple of the profile's epochs (0: skip QAT; at least 1 otherwise)")
 
 
+# --------------------------------------------------------------------------- training techniques
+class TeacherSource(_Strict):
+    """The teacher of a distillation: a stage's trained model, one per seed."""
+
+    stage: str = "teacher"
+    variant: str | None = Field(None, description="default: the one variant that stage ran under the profile")
+
+
+class DistillVariant(Variant):
+    """A student: a :class:`Variant` trained with the distillation loss, against ``scratch``."""
+
+    temperature: float | None = Field(None, gt=0, description="default: the stage's temperature")
+    alpha: float | None = Field(None, ge=0, le=1, description="default: the stage's alpha")
+    scratch: SourceModel | None = Field(None, description="the same student trained without a teacher under "
+                                        "this budget (another stage's variant), the control of the claim")
+
+
+class DistillationParams(StageParams):
+    teacher: TeacherSource = TeacherSource()
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of teacher and student logits")
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft (teacher) term; 1 - alpha: labels")
+    variants: dict[str, DistillVariant] = Field(default_factory=dict)
+
+
+class AugmentVariant(Variant):
+    augment: list[str] = Field(default_factory=list, description="augmentations of training.AUGMENTATIONS, "
+                               "applied in this order to every training batch ([]: the control)")
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, names: list[str]) -> list[str]:
+        from .training import AUGMENTATIONS
+
+        unknown = [n for n in names if n not in AUGMENTATIONS]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"augment must list distinct names of {', '.join(AUGMENTATIONS)}, got {names}")
+        return names
+
+
+class AugmentationParams(StageParams):
+    randaugment_ops: int = Field(2, gt=0)
+    randaugment_magnitude: int = Field(9, ge=0, le=30)
+    mixup_alpha: float = Field(0.2, gt=0)
+    cutmix_alpha: float = Field(1.0, gt=0)
+    erasing_probability: float = Field(0.25, gt=0, le=1)
+    throughput_batches: int = Field(20, gt=0, description="training batches each augmentation is timed on")
+    variants: dict[str, AugmentVariant] = Field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- paths
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """The folder holding ``params.yaml`` and ``dvc.yaml``: ``$RESNET_REVIEW_ROOT`` or the nearest
@@ -324,3 +373,5 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
 
 register_stage_schema("pruning", PruningParams)
 register_stage_schema("quantisation", QuantisationParams)
+register_stage_schema("distillation", DistillationParams)
+register_stage_schema("augmentation", AugmentationParams)

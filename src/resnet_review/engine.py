@@ -217,7 +217,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
         model.train()
         running = _Progress(device)
         order = torch.randperm(len(train), generator=generator, device=device)
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{epochs}", disable=not show, leave=False)
         for step in bar:
@@ -242,7 +242,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
                 _check_finite(running.loss_sum, epoch, step, recipe, checkpoint_path)
                 if show:
                     bar.set_postfix(loss=f"{running.loss_sum.item() / running.seen:.3f}")
-        _sync(device)
+        synchronize(device)
         epoch_time = time.perf_counter() - t0
         metrics = {
             "epoch": epoch + 1,
@@ -275,7 +275,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
                      stopped, start_epoch, checkpoint_path)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so that wall-clock timings are true."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

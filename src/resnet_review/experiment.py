@@ -263,7 +263,8 @@ class Stage:
     def run(self, variant: str, build: Builder | None = None, *, splits: Splits | None = None,
             recipe: Recipe | None = None, epochs: int | None = None, profile: bool = True,
             save_weights: bool = True, info: dict[str, Any] | None = None,
-            finalize: Callable[[nn.Module], nn.Module] | None = None, **hooks) -> VariantResult:
+            finalize: Callable[[nn.Module], nn.Module] | None = None,
+            seed_hooks: Callable[[int], dict[str, Any]] | None = None, **hooks) -> VariantResult:
         """Train ``variant`` once per seed, evaluate each on the test set, profile it once.
 
         ``build`` defaults to the stage's model from params; a builder that takes an argument gets
@@ -271,7 +272,9 @@ class Stage:
         ``epochs=0`` trains nothing (e.g. post-training quantisation). ``finalize`` turns the
         trained model into the one that is evaluated, saved and profiled (e.g. folding pruning
         masks, converting to int8); a CPU-only result is evaluated on the CPU. ``hooks`` go to
-        :func:`~resnet_review.engine.fit` (``loss_fn``, ``batch_transform``, ``on_epoch_end``).
+        :func:`~resnet_review.engine.fit` (``loss_fn``, ``batch_transform``, ``on_epoch_end``);
+        ``seed_hooks(seed)`` returns more of them for one seed (e.g. the distillation loss of that
+        seed's teacher).
         """
         if "/" in variant or not variant:
             raise ValueError(f"variant name must be non-empty and contain no '/', got {variant!r}")
@@ -295,7 +298,7 @@ class Stage:
                              seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
                              checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
                              log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
-                             **hooks)
+                             **hooks, **(seed_hooks(seed) if seed_hooks else {}))
             else:
                 result = FitResult([], 0.0, math.nan, 0)
             trainable = model
@@ -414,14 +417,17 @@ class Stage:
         with no ``variants:`` trains its ``model`` as the one variant, named after it."""
         if not names and not self.config.variants:
             return {self.config.model: self.run(self.config.model, **hooks)}
-        if names is None:
-            profile = self.params.profile
-            names = [n for n, v in self.config.variants.items() if v.profiles is None or profile in v.profiles]
-            skipped = sorted(set(self.config.variants) - set(names))
-            if skipped:
-                print(f"stage '{self.name}': variants {skipped} do not run under profile '{self.params.profile}'",
-                      file=sys.stderr)
-        return {name: self.run_variant(name, **hooks) for name in names}
+        return {name: self.run_variant(name, **hooks) for name in (names or self.variant_names())}
+
+    def variant_names(self) -> list[str]:
+        """The ``variants:`` of this stage that run under the current profile, in params order
+        (a variant with ``profiles: [gpu]`` is a costly extra left to the gpu profile)."""
+        profile = self.params.profile
+        names = [n for n, v in self.config.variants.items() if v.profiles is None or profile in v.profiles]
+        skipped = sorted(set(self.config.variants) - set(names))
+        if skipped:
+            print(f"stage '{self.name}': variants {skipped} do not run under profile '{profile}'", file=sys.stderr)
+        return names
 
     def _epoch_logger(self, variant: str, seed: int):
         def log(epoch: int, metrics: dict[str, float]) -> None:

@@ -7,17 +7,27 @@ data augmentation a ``batch_transform`` (see :func:`resnet_review.engine.fit`).
 * :func:`augmentation`: RandAugment (torchvision ``transforms.v2``, applied on uint8 images, one
   random policy per batch so it stays a few tensor ops), Mixup and CutMix (timm, soft targets
   that sum to 1) and RandomErasing (timm, per image), alone or chained, on the training device.
+* :func:`run_distillation`, :func:`run_augmentation`, :func:`augmentation_throughput`: the glue
+  of the ``distillation`` and ``augmentation`` stages (notebooks 08 and 09).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import BatchTransform, LossFn
+from .data import MEAN, STD
+from .engine import BatchTransform, LossFn, fit, synchronize
+
+if TYPE_CHECKING:  # the stage glue below takes a Stage; experiment imports this module's callers
+    import pandas as pd
+
+    from .experiment import Stage, VariantResult
 
 AUGMENTATIONS = ("randaugment", "mixup", "cutmix", "random_erasing")
 
@@ -101,3 +111,105 @@ def augmentation(names: Sequence[str], *, num_classes: int, mean: float, std: fl
         return (x,), y
 
     return transform
+
+
+# --------------------------------------------------------------------------- stage glue
+def teacher_of(stage: Stage) -> tuple[str, str, nn.Module]:
+    """``(stage, variant, builder)`` of the distillation stage's teacher: the variant named in
+    params, else the one variant the teacher stage ran under this profile; checked to share the
+    student's budget (profile, data, epochs, seeds) before any training starts."""
+    source = stage.config.teacher
+    path = stage.out_dir.parent / source.stage / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the teacher first (`dvc repro {source.stage}`)")
+    import json
+
+    trained = [k for k, v in json.loads(path.read_text()).items() if isinstance(v, dict) and "per_seed" in v]
+    variant = source.variant or (trained[0] if len(trained) == 1 else None)
+    if variant is None or variant not in trained:
+        raise ValueError(f"{path} holds the teachers {trained}; set `{stage.name}.teacher.variant` to one of them")
+    stage.reference(source.stage, variant)  # same profile and budget, or a clear error
+    teacher_params = stage.params.stage(source.stage)
+    settings = teacher_params.variants.get(variant)
+    model = (settings.model if settings and settings.model else None) or teacher_params.model
+    kwargs = {**teacher_params.model_kwargs, **(settings.model_kwargs if settings else {})}
+    return source.stage, variant, lambda seed: stage.load_trained(source.stage, variant, seed, model=model, **kwargs)
+
+
+def run_distillation(stage: Stage) -> dict[str, VariantResult]:
+    """Train every student variant of the stage with the distillation loss of its seed's teacher
+    (student seed k learns from teacher seed k, so the CI over seeds includes the teacher's own
+    variation), with its temperature and alpha written beside its metrics."""
+    teacher_stage, teacher_variant, load_teacher = teacher_of(stage)
+    teachers: dict[int, nn.Module] = {}
+
+    def teacher(seed: int) -> nn.Module:
+        if seed not in teachers:
+            teachers[seed] = load_teacher(seed)
+        return teachers[seed]
+
+    results = {}
+    for name in stage.variant_names():
+        v = stage.config.variants[name]
+        temperature = v.temperature or stage.config.temperature
+        alpha = stage.config.alpha if v.alpha is None else v.alpha
+
+        def hooks(seed: int, temperature: float = temperature, alpha: float = alpha) -> dict:
+            return {"loss_fn": distillation(teacher(seed), temperature=temperature, alpha=alpha)}
+
+        results[name] = stage.run_variant(name, seed_hooks=hooks)
+        stage.annotate(name, temperature=temperature, alpha=alpha, teacher=f"{teacher_stage}/{teacher_variant}")
+    return results
+
+
+def stage_augmentation(stage: Stage, names: Sequence[str]) -> BatchTransform | None:
+    """The augmentation stage's ``batch_transform`` for ``names`` (None for none), with its settings."""
+    if not names:
+        return None
+    c = stage.config
+    return augmentation(names, num_classes=stage.splits.train.num_classes, mean=MEAN, std=STD,
+                        randaugment_ops=c.randaugment_ops, randaugment_magnitude=c.randaugment_magnitude,
+                        mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
+                        erasing_probability=c.erasing_probability)
+
+
+def run_augmentation(stage: Stage) -> dict[str, VariantResult]:
+    """Train every variant of the augmentation stage with its ``augment`` list as the engine's
+    batch transform (an empty list is the control)."""
+    results = {}
+    for name in stage.variant_names():
+        augment = stage.config.variants[name].augment
+        results[name] = stage.run_variant(name, batch_transform=stage_augmentation(stage, augment))
+        stage.annotate(name, augment="+".join(augment) or "none")
+    return results
+
+
+def augmentation_throughput(stage: Stage, combinations: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """What each augmentation costs the training loop: images/s of the transform alone on the
+    profile's training batches (on the training device), against images/s of a plain training
+    step of the stage's model by the engine, and the slowdown a training epoch would see."""
+    import pandas as pd
+
+    combinations = combinations or {n: [n] for n in AUGMENTATIONS}
+    train, b = stage.splits.train, stage.budget
+    batch = min(b.batch_size, len(train))
+    n = min(stage.config.throughput_batches * batch, len(train) // batch * batch)
+    probe = train.take(torch.arange(n, device=train.device))
+    step = fit(stage.model_factory()(), probe, None, recipe=stage.recipe, epochs=1, batch_size=batch,
+               accel=stage.accel, progress=False, desc=f"{stage.name}/throughput")
+    device, rows = train.device, []
+    batches = [(tuple(x[i:i + batch] for x in probe.inputs), probe.targets[i:i + batch]) for i in range(0, n, batch)]
+    for name, names in combinations.items():
+        transform = stage_augmentation(stage, names)
+        transform(*batches[0])  # warm-up: first-call set-up (e.g. RandomErasing's buffers)
+        synchronize(device)
+        t0 = time.perf_counter()
+        for inputs, targets in batches:
+            transform(inputs, targets)
+        synchronize(device)
+        per_image = (time.perf_counter() - t0) / n
+        rows.append({"augmentation": name, "transform_images_per_s": 1 / per_image,
+                     "train_step_images_per_s": step.images_per_s,
+                     "epoch_slowdown": 1 + per_image * step.images_per_s})
+    return pd.DataFrame(rows).set_index("augmentation")
+
