@@ -128,3 +128,21 @@ def test_a_stage_without_variants_trains_its_model_once(paths, tmp_path):
     stage = open_stage(paths, tmp_path, {"model": "resnet18"}, seeds=[0])
     results = stage.run_variants()
     assert list(results) == ["resnet18"] and len(results["resnet18"].runs) == 1
+
+
+def test_variants_of_one_architecture_share_one_profile(paths, tmp_path, monkeypatch):
+    import resnet_review.experiment as experiment
+
+    calls = []
+    real = experiment.profile_model
+    monkeypatch.setattr(experiment, "profile_model", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    stage = open_stage(paths, tmp_path, {"model": "resnet18", "variants": {
+        "plain": {}, "lower_lr": {"train": {"lr": 0.01}}, "dropout": {"model_kwargs": {"drop_rate": 0.5}},
+        "silu": {"model_kwargs": {"act_layer": "silu"}}}}, seeds=[0], corruption_size=0)
+    results = stage.run_variants()
+    assert len(calls) == 2  # resnet18 once, its SiLU form once
+    assert results["lower_lr"].profile is results["plain"].profile
+    assert results["lower_lr"].info["profiled_as"] == "plain"
+    assert results["dropout"].info["profiled_as"] == "plain" and "profiled_as" not in results["silu"].info
+    data = json.loads((stage.out_dir / "metrics.json").read_text())
+    assert data["dropout"]["gmacs"] == data["plain"]["gmacs"] and data["dropout"]["profiled_as"] == "plain"

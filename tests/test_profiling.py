@@ -60,3 +60,16 @@ def test_cli_rejects_bad_arguments_with_a_clear_message():
     assert bad_size.returncode == 2 and "--img-size must be positive" in bad_size.stderr
     unknown = run_cli("resnet5O")
     assert unknown.returncode == 2 and "unknown model 'resnet5O'" in unknown.stderr
+
+
+def test_architecture_key_ignores_weights_and_dropout_rates_but_not_shapes():
+    from resnet_review.models import build_model
+    from resnet_review.profiling import architecture_key
+
+    a = build_model("resnet18", num_classes=10, in_chans=1, drop_rate=0.0)
+    b = build_model("resnet18", num_classes=10, in_chans=1, drop_rate=0.5)
+    torch.nn.init.zeros_(b.fc.weight)
+    assert architecture_key(a) == architecture_key(b)
+    assert architecture_key(a) != architecture_key(build_model("resnet18", num_classes=5, in_chans=1))
+    assert architecture_key(a) != architecture_key(build_model("resnet18", num_classes=10, in_chans=1,
+                                                               act_layer="silu"))

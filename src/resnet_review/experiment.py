@@ -39,7 +39,7 @@ from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import CheckpointError, build_model, is_known_model, project_models
-from .profiling import ModelProfile, compare_latency, profile_model
+from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save
@@ -191,6 +191,7 @@ class Stage:
         self.claims: dict[str, dict[str, Any]] = {}
         self._splits: dict[tuple[float, int, str], Splits] = {}
         self._corrupted: dict[tuple[float, int, str], dict] = {}
+        self._profiles: dict[tuple, tuple[str, ModelProfile]] = {}
         self._check_models()
         print(f"stage '{name}': profile={self.params.profile} device={self.accel.device} "
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
@@ -314,15 +315,30 @@ class Stage:
                   f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
         # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
         # trainable form (an int8 model's packed weights are invisible to both counters)
-        prof = (profile_model(first[1], self.input_shapes(splits), repeats=b.latency_repeats,
-                              memory_batch_size=b.batch_size, memory=b.measure_memory, count_model=first[0])
-                if profile else None)
-        variant_result = VariantResult(variant, runs, prof, info or {}, model=copy.deepcopy(first[1]).cpu().eval())
+        info = dict(info or {})
+        prof = self._profile(variant, *first, splits, info) if profile else None
+        variant_result = VariantResult(variant, runs, prof, info, model=copy.deepcopy(first[1]).cpu().eval())
         self.results[variant] = variant_result
         # replaces the last-epoch values log_metric left there with the aggregates over seeds
         self.live.summary[variant] = variant_result.summary()
         self.live.make_summary()
         return variant_result
+
+    def _profile(self, variant: str, trainable: nn.Module, deployed: nn.Module, splits: Splits,
+                 info: dict[str, Any]) -> ModelProfile:
+        """The cost profile of ``deployed`` (parameters, MACs and training memory of ``trainable``),
+        measured once per architecture in a stage: a variant that differs from an earlier one only
+        in data, recipe or weights (e.g. another dropout rate or augmentation) shares its profile,
+        noted as ``profiled_as`` in its metrics. The memory probe alone takes seconds per model."""
+        key = (architecture_key(deployed), architecture_key(trainable), tuple(self.input_shapes(splits)))
+        if key in self._profiles:
+            info["profiled_as"], prof = self._profiles[key]
+            return prof
+        b = self.budget
+        prof = profile_model(deployed, self.input_shapes(splits), repeats=b.latency_repeats,
+                             memory_batch_size=b.batch_size, memory=b.measure_memory, count_model=trainable)
+        self._profiles[key] = (variant, prof)
+        return prof
 
     def _evaluate(self, model: nn.Module, test: TensorData, train_probe: TensorData,
                   corrupted: dict[str, TensorData]) -> tuple[EvalResult, EvalResult, dict[str, float]]:

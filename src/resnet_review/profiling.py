@@ -198,6 +198,18 @@ def checkpoint_mb(model: nn.Module) -> float:
     return buffer.getbuffer().nbytes / 2**20
 
 
+def architecture_key(model: nn.Module) -> str:
+    """What a model's cost depends on: its module types and its tensors' names, shapes and dtypes
+    (not their values, nor settings such as a dropout rate that cost nothing at inference).
+    Two models with the same key have the same parameters, MACs, latency and training memory."""
+    import hashlib
+
+    parts = [f"{name}:{type(module).__name__}" for name, module in model.named_modules()]
+    parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in model.state_dict().items()
+              if isinstance(t, torch.Tensor)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batch_sizes: tuple[int, ...] = (1, 32),
                   memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None,
                   memory: bool = True, count_model: nn.Module | None = None) -> ModelProfile:
