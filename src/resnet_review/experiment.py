@@ -262,15 +262,17 @@ class Stage:
 
     # ------------------------------------------------------------------ training
     def run(self, variant: str, build: Builder | None = None, *, splits: Splits | None = None,
-            recipe: Recipe | None = None, epochs: int | None = None, profile: bool = True,
-            save_weights: bool = True, info: dict[str, Any] | None = None,
+            recipe: Recipe | None = None, epochs: int | None = None, batch_size: int | None = None,
+            profile: bool = True, save_weights: bool = True, info: dict[str, Any] | None = None,
             finalize: Callable[[nn.Module], nn.Module] | None = None,
             seed_hooks: Callable[[int], dict[str, Any]] | None = None, **hooks) -> VariantResult:
         """Train ``variant`` once per seed, evaluate each on the test set, profile it once.
 
         ``build`` defaults to the stage's model from params; a builder that takes an argument gets
         the seed (e.g. to start from that seed's trained baseline, see :meth:`checkpoint`).
-        ``epochs=0`` trains nothing (e.g. post-training quantisation). ``finalize`` turns the
+        ``epochs=0`` trains nothing (e.g. post-training quantisation). ``batch_size`` overrides the
+        profile's for training and the training-memory measurement (e.g. a tuned recipe's); the
+        comparison with other stages then differs in it on purpose. ``finalize`` turns the
         trained model into the one that is evaluated, saved and profiled (e.g. folding pruning
         masks, converting to int8); a CPU-only result is evaluated on the CPU. ``hooks`` go to
         :func:`~resnet_review.engine.fit` (``loss_fn``, ``batch_transform``, ``on_epoch_end``);
@@ -284,6 +286,7 @@ class Stage:
         recipe = recipe or self.recipe
         b = self.budget
         epochs = b.epochs if epochs is None else epochs
+        batch_size = b.batch_size if batch_size is None else batch_size
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         # the training images the train-validation gap is measured on: as many as validation has
@@ -295,7 +298,7 @@ class Stage:
             seed_everything(seed)
             model = _call_builder(build, seed)
             if epochs:
-                result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=b.batch_size,
+                result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=batch_size,
                              seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
                              checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
                              log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
@@ -316,7 +319,7 @@ class Stage:
         # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
         # trainable form (an int8 model's packed weights are invisible to both counters)
         info = dict(info or {})
-        prof = self._profile(variant, *first, splits, info) if profile else None
+        prof = self._profile(variant, *first, splits, info, batch_size) if profile else None
         variant_result = VariantResult(variant, runs, prof, info, model=copy.deepcopy(first[1]).cpu().eval())
         self.results[variant] = variant_result
         # replaces the last-epoch values log_metric left there with the aggregates over seeds
@@ -325,18 +328,18 @@ class Stage:
         return variant_result
 
     def _profile(self, variant: str, trainable: nn.Module, deployed: nn.Module, splits: Splits,
-                 info: dict[str, Any]) -> ModelProfile:
+                 info: dict[str, Any], batch_size: int) -> ModelProfile:
         """The cost profile of ``deployed`` (parameters, MACs and training memory of ``trainable``),
         measured once per architecture in a stage: a variant that differs from an earlier one only
         in data, recipe or weights (e.g. another dropout rate or augmentation) shares its profile,
         noted as ``profiled_as`` in its metrics. The memory probe alone takes seconds per model."""
-        key = (architecture_key(deployed), architecture_key(trainable), tuple(self.input_shapes(splits)))
+        key = (architecture_key(deployed), architecture_key(trainable), tuple(self.input_shapes(splits)), batch_size)
         if key in self._profiles:
             info["profiled_as"], prof = self._profiles[key]
             return prof
         b = self.budget
         prof = profile_model(deployed, self.input_shapes(splits), repeats=b.latency_repeats,
-                             memory_batch_size=b.batch_size, memory=b.measure_memory, count_model=trainable)
+                             memory_batch_size=batch_size, memory=b.measure_memory, count_model=trainable)
         self._profiles[key] = (variant, prof)
         return prof
 
