@@ -71,10 +71,13 @@ class Budget(_Strict):
         return seeds
 
 
+Optimizer = Literal["sgd", "adamw"]
+
+
 class Recipe(_Strict):
     """How a model is trained: optimiser, schedule and regularisation of the loss."""
 
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
@@ -280,6 +283,116 @@ class AugmentationParams(StageParams):
     variants: dict[str, AugmentVariant] = Field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- hyper-parameter tuning
+class SearchRange(_Strict):
+    """A float hyper-parameter drawn from ``[low, high]``, uniformly or (``log``) log-uniformly."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-uniform range needs low > 0, got low={self.low}")
+        return self
+
+
+class OptimizerReference(_Strict):
+    """The values an optimiser's searched factors multiply."""
+
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(gt=0)
+
+
+class SearchSpace(_Strict):
+    """What a trial draws. SGD and AdamW work at learning rates (and weight decays) more than an order
+    of magnitude apart, so one shared range would waste most trials of one optimiser: ``lr`` and
+    ``weight_decay`` are drawn as factors of the chosen optimiser's ``reference`` values instead."""
+
+    optimizer: list[Optimizer] = Field(min_length=1)
+    reference: dict[Optimizer, OptimizerReference]
+    lr_factor: SearchRange
+    weight_decay_factor: SearchRange
+    label_smoothing: SearchRange
+    batch_size: list[int] = Field(min_length=1)
+
+    @field_validator("optimizer", "batch_size")
+    @classmethod
+    def _distinct(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"choices must be distinct, got {values}")
+        return values
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batches(cls, sizes: list[int]) -> list[int]:
+        if any(size <= 0 for size in sizes):
+            raise ValueError(f"batch sizes must be > 0, got {sizes}")
+        return sizes
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_range(cls, r: SearchRange) -> SearchRange:
+        if r.low < 0 or r.high >= 1:
+            raise ValueError(f"label smoothing must lie in [0, 1), got [{r.low}, {r.high}]")
+        return r
+
+    @model_validator(mode="after")
+    def _every_optimizer_has_a_reference(self) -> "SearchSpace":
+        missing = [o for o in self.optimizer if o not in self.reference]
+        if missing:
+            raise ValueError(f"reference has no values for optimizer(s) {missing}")
+        return self
+
+
+class PerProfile(_Strict):
+    """One positive count per profile (stage sections are shared by all profiles)."""
+
+    smoke: int = Field(gt=0)
+    cpu: int = Field(gt=0)
+    gpu: int = Field(gt=0)
+
+
+class PrunerParams(_Strict):
+    """Optuna's MedianPruner on per-epoch validation accuracy."""
+
+    n_startup_trials: int = Field(2, ge=0, description="trials that finish before any is pruned")
+    min_epochs_fraction: float = Field(0.25, ge=0, le=1, description="no trial is pruned before this fraction "
+                                       "of the profile's epochs (at least one epoch)")
+
+
+class SamplerParams(_Strict):
+    """Optuna's TPE sampler; a resumed study offsets the seed by the trials it already holds."""
+
+    seed: int = Field(0, ge=0)
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+
+
+class TuningParams(StageParams):
+    study_name: str = Field("resnet50_recipe", min_length=1)
+    storage: str | None = Field(None, description="an SQLAlchemy URL (e.g. postgresql://host/db) shared by several "
+                                "machines; default: sqlite:///<models>/hparam_tuning/study.db")
+    n_trials: PerProfile
+    trial_seed: int | None = Field(None, ge=0, description="the one seed every trial trains with; default: the "
+                                   "profile's first seed")
+    search: SearchSpace
+    pruner: PrunerParams = PrunerParams()
+    sampler: SamplerParams = SamplerParams()
+    control: SourceModel = Field(SourceModel(), description="the stage and variant whose results are the "
+                                 "default recipe's (trained on the same budget and seeds; not retrained here)")
+
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, storage: str | None) -> str | None:
+        if storage is not None and "://" not in storage:
+            raise ValueError(f"storage must be a database URL such as sqlite:////abs/path/study.db or "
+                             f"postgresql://user@host/db, got {storage!r}")
+        return storage
+
+
 # --------------------------------------------------------------------------- paths
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """The folder holding ``params.yaml`` and ``dvc.yaml``: ``$RESNET_REVIEW_ROOT`` or the nearest
@@ -375,3 +488,4 @@ register_stage_schema("pruning", PruningParams)
 register_stage_schema("quantisation", QuantisationParams)
 register_stage_schema("distillation", DistillationParams)
 register_stage_schema("augmentation", AugmentationParams)
+register_stage_schema("hparam_tuning", TuningParams)
