@@ -1,0 +1,272 @@
+"""Hyper-parameter tuning of the training recipe with an Optuna study.
+
+Each trial draws an optimiser, learning rate, weight decay, label smoothing and batch size from
+the stage's search space (:class:`~resnet_review.config.SearchSpace`), trains the stage's model
+once (one seed) with the one engine on the profile's training images, and reports the validation
+accuracy after every epoch; a :class:`~optuna.pruners.MedianPruner` stops a trial whose accuracy
+falls below the median of earlier trials at the same epoch. The test set never takes part: only
+the retrained best recipe (:func:`run_tuning`, over every seed) is evaluated on it.
+
+The study lives in a database, by default ``sqlite:///<models_dir>/hparam_tuning/study.db``
+beside the stage's weights; the ``storage`` param takes any SQLAlchemy URL instead, so several
+machines can work on one study. :func:`run_study` runs only the trials still missing, so an
+interrupted study resumes where it stopped. ``dvc repro`` deletes the stage's outputs, the
+default database with them, before it re-runs the stage: it starts a fresh study unless
+``storage`` points outside ``models/``; re-running the notebook or ``python -m
+resnet_review.pipeline ... --stage hparam_tuning`` resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from .config import ParamsError, Recipe, SearchSpace
+from .engine import NonFiniteLossError, fit, seed_everything
+
+STUDY_FILE = "study.db"
+# the trials that count towards n_trials: a FAILED one (a crash, an interrupt) or one left RUNNING
+# by a killed process is drawn again
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SEARCHED = ("optimizer", "lr", "weight_decay", "label_smoothing")
+
+
+# --------------------------------------------------------------------------- search space
+def suggest(trial: Trial, space: SearchSpace) -> dict[str, Any]:
+    """The trial's draw from ``space`` (Optuna parameter name -> value)."""
+    def draw(name: str, r) -> float:
+        return trial.suggest_float(name, r.low, r.high, log=r.log)
+
+    return {"optimizer": trial.suggest_categorical("optimizer", space.optimizer),
+            "lr_factor": draw("lr_factor", space.lr_factor),
+            "weight_decay_factor": draw("weight_decay_factor", space.weight_decay_factor),
+            "label_smoothing": draw("label_smoothing", space.label_smoothing),
+            "batch_size": trial.suggest_categorical("batch_size", space.batch_size)}
+
+
+def recipe_from(params: dict[str, Any], space: SearchSpace, base: Recipe) -> tuple[Recipe, int]:
+    """``base`` with a trial's drawn values (lr and weight decay as factors of the optimiser's
+    reference values), and the trial's batch size."""
+    reference = space.reference[params["optimizer"]]
+    recipe = Recipe(**{**base.model_dump(), "optimizer": params["optimizer"],
+                       "lr": reference.lr * params["lr_factor"],
+                       "weight_decay": reference.weight_decay * params["weight_decay_factor"],
+                       "label_smoothing": params["label_smoothing"]})
+    return recipe, params["batch_size"]
+
+
+def params_of(recipe: Recipe, batch_size: int, space: SearchSpace) -> dict[str, Any] | None:
+    """The draw that reproduces ``recipe`` and ``batch_size``, or None when it lies outside ``space``."""
+    if recipe.optimizer not in space.optimizer or batch_size not in space.batch_size:
+        return None
+    reference = space.reference[recipe.optimizer]
+    params = {"optimizer": recipe.optimizer, "lr_factor": recipe.lr / reference.lr,
+              "weight_decay_factor": recipe.weight_decay / reference.weight_decay,
+              "label_smoothing": recipe.label_smoothing, "batch_size": batch_size}
+    ranges = {"lr_factor": space.lr_factor, "weight_decay_factor": space.weight_decay_factor,
+              "label_smoothing": space.label_smoothing}
+    inside = all(r.low <= params[name] <= r.high for name, r in ranges.items())
+    return params if inside else None
+
+
+# --------------------------------------------------------------------------- study
+def trial_seed(stage) -> int:
+    """The one seed every trial trains with: ``trial_seed``, or the profile's first seed."""
+    seed = stage.config.trial_seed
+    return stage.budget.seeds[0] if seed is None else seed
+
+
+def first_prunable_epoch(stage) -> int:
+    """No trial is pruned before this epoch: ``min_epochs_fraction`` of the profile's epochs, at least 1."""
+    return max(1, math.ceil(stage.config.pruner.min_epochs_fraction * stage.budget.epochs))
+
+
+def n_trials(stage) -> int:
+    """The finished trials the study should hold under the stage's profile."""
+    return getattr(stage.config.n_trials, stage.params.profile)
+
+
+def storage_url(stage) -> str:
+    """``storage`` from params, or the SQLite file inside the stage's output folder."""
+    return stage.config.storage or f"sqlite:///{(stage.models_dir / STUDY_FILE).resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password masked, for logs and metrics.json."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def study_setup(stage) -> dict[str, Any]:
+    """What the trials' results depend on; a study run under another setup is not resumed."""
+    b = stage.budget
+    setup = {"model": stage.config.model, "model_kwargs": stage.config.model_kwargs,
+             "budget": b.model_dump(include={"train_size", "val_size", "data_seed", "img_size", "in_chans", "epochs"}),
+             "trial_seed": trial_seed(stage), "search": stage.config.search.model_dump(),
+             "base_recipe": stage.recipe.model_dump()}
+    return json.loads(json.dumps(setup))  # as the storage returns it (lists, string keys)
+
+
+def open_study(stage) -> optuna.Study:
+    """Create the stage's study, or load it to resume; the default recipe is enqueued as the first
+    trial of a new study, so the search starts from the configuration it has to beat."""
+    cfg = stage.config
+    if cfg.storage is None:
+        stage.models_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url(stage)
+    study = optuna.create_study(storage=url, study_name=cfg.study_name, direction="maximize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
+                                                                   n_warmup_steps=first_prunable_epoch(stage)))
+    setup, stored = study_setup(stage), study.user_attrs.get("setup")
+    if stored is None:
+        study.set_user_attr("setup", setup)
+    elif stored != setup:
+        changed = sorted(k for k in set(stored) | set(setup) if stored.get(k) != setup.get(k))
+        raise ParamsError(f"study '{cfg.study_name}' in {shown_url(url)} was run with another {', '.join(changed)}; "
+                          "set hparam_tuning.study_name to a new name, or delete that study to start afresh")
+    # a resumed study must not replay the random draws it already made: offset the seed
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed + len(study.trials),
+                                               n_startup_trials=cfg.sampler.n_startup_trials)
+    if not study.trials:
+        default = params_of(stage.recipe, stage.budget.batch_size, cfg.search)
+        if default is not None:
+            study.enqueue_trial(default, user_attrs={"default_recipe": True})
+        else:
+            print(f"[{stage.name}] the default recipe lies outside the search space; not enqueued", file=sys.stderr)
+    return study
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def pruning_hook(trial: Trial, epochs: int, first_epoch: int) -> Callable[[int, dict[str, float]], bool]:
+    """``fit``'s ``on_epoch_end``: report the validation accuracy to the trial and prune it when
+    the pruner says so, from ``first_epoch`` on but never after the last epoch (the trial's result
+    is complete then; pruning it would only throw that away)."""
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
+        trial.report(metrics["val_acc"], epoch)
+        if first_epoch <= epoch < epochs and trial.should_prune():
+            raise optuna.TrialPruned(f"val_acc {metrics['val_acc']:.4f} after epoch {epoch} is below the median")
+        return False
+
+    return on_epoch_end
+
+
+def objective(trial: Trial, stage) -> float:
+    """Train the stage's model once with the trial's recipe; its final validation accuracy."""
+    cfg, b = stage.config, stage.budget
+    recipe, batch_size = recipe_from(suggest(trial, cfg.search), cfg.search, stage.recipe)
+    trial.set_user_attr("lr", recipe.lr)
+    trial.set_user_attr("weight_decay", recipe.weight_decay)
+    splits, seed = stage.splits, trial_seed(stage)
+    seed_everything(seed)
+    model = stage.model_factory(splits=splits)()
+    try:
+        result = fit(model, splits.train, splits.val, recipe=recipe, epochs=b.epochs, batch_size=batch_size, seed=seed,
+                     accel=stage.accel, eval_batch_size=b.eval_batch_size, desc=f"{stage.name}/trial{trial.number}",
+                     on_epoch_end=pruning_hook(trial, b.epochs, first_prunable_epoch(stage)))
+    except NonFiniteLossError as err:
+        # a diverged recipe is a bad one, not a broken trial: pruned, so it is not drawn again
+        trial.set_user_attr("diverged", True)
+        raise optuna.TrialPruned(f"training diverged: {str(err).split(';')[0]}") from err
+    return result.final["val_acc"]
+
+
+def run_study(stage, callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> optuna.Study:
+    """Open (or resume) the stage's study and run the trials still missing to reach the
+    profile's ``n_trials`` finished (complete or pruned) ones."""
+    study = open_study(stage)
+    target, done = n_trials(stage), len(finished_trials(study))
+    missing = max(0, target - done)
+    print(f"[{stage.name}] study '{study.study_name}' in {shown_url(storage_url(stage))}: {done} of {target} trials "
+          f"finished, running {missing}", file=sys.stderr)
+    if missing:
+        # MaxTrialsCallback re-counts after every trial: several machines on one study stop together
+        study.optimize(lambda trial: objective(trial, stage), n_trials=missing,
+                       callbacks=[MaxTrialsCallback(target, states=FINISHED), *callbacks])
+    return study
+
+
+# --------------------------------------------------------------------------- stage glue
+@dataclass
+class TuningOutcome:
+    study: optuna.Study
+    recipe: Recipe
+    batch_size: int
+    tuned: Any  # the VariantResult of the best recipe over every seed
+    control: dict[str, list[float]]  # the default recipe's per-seed results (the control stage's)
+
+
+def default_recipe(stage) -> Recipe:
+    """The recipe the control stage trained its variant with."""
+    source = stage.config.control
+    section = stage.params.stage(source.stage)
+    recipe = section.recipe(stage.params.train)
+    variant = section.variants.get(source.variant)
+    return variant.recipe(recipe) if variant else recipe
+
+
+def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
+    """The study's counts and best trial, for metrics.json."""
+    states = Counter(t.state for t in study.trials)
+    best = study.best_trial
+    default = [t for t in finished_trials(study) if t.user_attrs.get("default_recipe")]
+    recipe, batch_size = recipe_from(best.params, stage.config.search, stage.recipe)
+    return {"name": study.study_name, "storage": shown_url(storage_url(stage)), "n_trials": n_trials(stage),
+            "complete": states[TrialState.COMPLETE], "pruned": states[TrialState.PRUNED],
+            "failed": states[TrialState.FAIL], "best_trial": best.number, "best_val_acc": best.value,
+            "default_trial_val_acc": default[0].value if default and default[0].state == TrialState.COMPLETE else None,
+            "best_params": best.params,
+            "best_recipe": {**recipe.model_dump(include=set(SEARCHED)), "batch_size": batch_size}}
+
+
+def run_tuning(stage) -> TuningOutcome:
+    """The study, then its best recipe retrained over the profile's seeds as the variant
+    ``tuned`` and evaluated on the test set; the default recipe's results are the control
+    stage's (same budget and seeds), read, not retrained."""
+    cfg = stage.config
+    control = stage.reference(cfg.control.stage, cfg.control.variant)  # before hours of trials
+    default = default_recipe(stage)
+    if default != stage.recipe:
+        diff = sorted(k for k, v in stage.recipe.model_dump().items() if getattr(default, k) != v)
+        raise ParamsError(f"hparam_tuning's recipe differs from {cfg.control.stage}'s in {diff}: the tuned recipe "
+                          "must differ from the default only in the keys the study searched")
+    study = run_study(stage)
+    best = study.best_trial
+    recipe, batch_size = recipe_from(best.params, cfg.search, stage.recipe)
+    info = {"best_trial": best.number, "trial_val_acc": best.value, "batch_size": batch_size,
+            **recipe.model_dump(include=set(SEARCHED))}
+    tuned = stage.run("tuned", recipe=recipe, batch_size=batch_size, info=info)
+    stage.log_metrics(study=study_summary(study, stage))
+    return TuningOutcome(study, recipe, batch_size, tuned, control)
+
+
+def study_figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's matplotlib figures of the study (name -> Figure): the best value so far, the
+    validation accuracy per epoch of every trial (where the pruner stopped them), the parameters'
+    importances (fANOVA; from two complete trials on) and the parallel coordinates."""
+    from optuna.visualization import matplotlib as plots
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figures = {}
+    with warnings.catch_warnings():  # the matplotlib backend is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        figures["optimization_history"] = plots.plot_optimization_history(study).figure
+        figures["intermediate_values"] = plots.plot_intermediate_values(study).figure
+        if len(complete) >= 2:
+            figures["param_importances"] = plots.plot_param_importances(study).figure
+        figures["parallel_coordinate"] = plots.plot_parallel_coordinate(study).figure
+    return figures
