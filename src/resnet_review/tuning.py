@@ -208,6 +208,7 @@ class TuningOutcome:
     batch_size: int
     tuned: Any  # the VariantResult of the best recipe over every seed
     control: dict[str, list[float]]  # the default recipe's per-seed results (the control stage's)
+    summary: dict[str, Any]  # study_summary(), as logged to metrics.json
 
 
 def default_recipe(stage) -> Recipe:
@@ -228,6 +229,7 @@ def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
     return {"name": study.study_name, "storage": shown_url(storage_url(stage)), "n_trials": n_trials(stage),
             "complete": states[TrialState.COMPLETE], "pruned": states[TrialState.PRUNED],
             "failed": states[TrialState.FAIL], "best_trial": best.number, "best_val_acc": best.value,
+            "best_is_default": bool(best.user_attrs.get("default_recipe")),
             "default_trial_val_acc": default[0].value if default and default[0].state == TrialState.COMPLETE else None,
             "best_params": best.params,
             "best_recipe": {**recipe.model_dump(include=set(SEARCHED)), "batch_size": batch_size}}
@@ -250,14 +252,15 @@ def run_tuning(stage) -> TuningOutcome:
     info = {"best_trial": best.number, "trial_val_acc": best.value, "batch_size": batch_size,
             **recipe.model_dump(include=set(SEARCHED))}
     tuned = stage.run("tuned", recipe=recipe, batch_size=batch_size, info=info)
-    stage.log_metrics(study=study_summary(study, stage))
-    return TuningOutcome(study, recipe, batch_size, tuned, control)
+    summary = study_summary(study, stage)
+    stage.log_metrics(study=summary)
+    return TuningOutcome(study, recipe, batch_size, tuned, control, summary)
 
 
 def study_figures(study: optuna.Study) -> dict[str, Any]:
     """Optuna's matplotlib figures of the study (name -> Figure): the best value so far, the
     validation accuracy per epoch of every trial (where the pruner stopped them), the parameters'
-    importances (fANOVA; from two complete trials on) and the parallel coordinates."""
+    importances (Optuna's default evaluator; from two complete trials on) and the parallel coordinates."""
     from optuna.visualization import matplotlib as plots
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
