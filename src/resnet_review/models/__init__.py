@@ -67,8 +67,22 @@ def build_model(name: str, num_classes: int = 10, in_chans: int = 1, *,
     return model
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = ()) -> nn.Module:
-    """Load a local checkpoint into ``model`` in place, refusing any shape mismatch by name."""
+def first_conv_key(model: nn.Module) -> str:
+    """State-dict key of the weight of the model's input convolution (timm's ``first_conv``)."""
+    name = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    if isinstance(name, str) and f"{name}.weight" in model.state_dict():
+        return f"{name}.weight"
+    return next(f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = (), *,
+                    adapt_stem: bool = False) -> nn.Module:
+    """Load a local checkpoint into ``model`` in place, refusing any shape mismatch by name.
+
+    ``adapt_stem``: a first convolution trained on other input channels (an RGB ImageNet stem
+    for the project's grey images) is converted with timm's ``adapt_input_conv``, as timm does
+    for its own pretrained weights: for one channel the RGB filters are summed.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained checkpoint {path} does not exist")
@@ -85,6 +99,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[st
     excluded = tuple(exclude)
     state = {k: v for k, v in state.items() if not (excluded and k.startswith(excluded))}
     own = model.state_dict()
+    if adapt_stem:
+        state = _adapt_stem(state, own, first_conv_key(model))
     unknown = sorted(set(state) - set(own))
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
@@ -92,13 +108,25 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[st
         lines = [f"{path} does not fit {type(model).__name__}:"]
         lines += [f"  shape mismatch {m}" for m in mismatched[:10]]
         lines += [f"  not in the model: {k}" for k in unknown[:10]]
-        lines.append("  (exclude a new classifier with pretrained_exclude=('fc.',) or match num_classes/in_chans)")
+        lines.append("  (exclude a new classifier with pretrained_exclude=('fc.',), match num_classes/in_chans, "
+                     "or convert an RGB stem for grey images with adapt_stem=True)")
         raise CheckpointError("\n".join(lines))
     missing = [k for k in own if k not in state and not (excluded and k.startswith(excluded))]
     if missing:
         raise CheckpointError(f"{path} lacks {len(missing)} tensors of the model, e.g. {missing[:5]}")
     model.load_state_dict(state, strict=False)
     return model
+
+
+def _adapt_stem(state: dict, own: dict, key: str) -> dict:
+    weight, target = state.get(key), own[key]
+    if weight is None or weight.dim() != 4 or weight.shape[1] == target.shape[1]:
+        return state
+    if weight.shape[0] != target.shape[0] or weight.shape[2:] != target.shape[2:]:
+        return state  # another stem altogether: the shape check below names it
+    from timm.models import adapt_input_conv
+
+    return {**state, key: adapt_input_conv(target.shape[1], weight, base_chans=weight.shape[1])}
 
 
 # project models register themselves on import
