@@ -97,6 +97,18 @@ def _merge_recipe(base: Recipe, overrides: dict[str, Any]) -> Recipe:
     return Recipe(**{**base.model_dump(), **overrides})
 
 
+def _names_usable_in_paths(what: str):
+    """A validator of a mapping whose keys name folders and metric keys (``models/<stage>/<name>``)."""
+
+    def check(named: dict[str, Any]) -> dict[str, Any]:
+        for name in named:
+            if not name or "/" in name:
+                raise ValueError(f"{what} name {name!r} must be non-empty and contain no '/'")
+        return named
+
+    return check
+
+
 class Variant(_Strict):
     """One configuration a stage compares, as the difference from the stage's defaults.
 
@@ -144,13 +156,7 @@ class StageParams(_Strict):
 
     _check_train = field_validator("train")(_check_recipe_overrides)
 
-    @field_validator("variants")
-    @classmethod
-    def _variant_names(cls, variants: dict[str, Variant]) -> dict[str, Variant]:
-        for name in variants:
-            if not name or "/" in name:
-                raise ValueError(f"variant name {name!r} must be non-empty and contain no '/'")
-        return variants
+    _variant_names = field_validator("variants")(_names_usable_in_paths("variant"))
 
     def recipe(self, shared: Recipe) -> Recipe:
         return _merge_recipe(shared, self.train)
@@ -393,6 +399,69 @@ class TuningParams(StageParams):
         return storage
 
 
+# --------------------------------------------------------------------------- transfer learning
+TRANSFER_METHODS = ("scratch", "finetune", "linear_probe", "frozen_early")
+
+
+class TargetFraction(_Strict):
+    """How much of the target task's training data one setting keeps, and for how long it trains.
+
+    ``train_fraction`` is a class-stratified share of the profile's training images of the
+    target classes (at least 2 per class); ``epochs_scale`` multiplies the profile's epochs: a
+    few dozen images are one optimiser step per epoch, so the tiny settings need many epochs to
+    take a sensible number of steps."""
+
+    train_fraction: float = Field(gt=0, le=1)
+    epochs_scale: float = Field(1.0, gt=0, le=100)
+
+
+class TransferParams(StageParams):
+    """In-domain transfer: pretrain on ``source_classes``, adapt to ``target_classes`` with each
+    of ``fractions`` of their data by each of ``methods``; or start from a local checkpoint."""
+
+    source_classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
+    target_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9], min_length=2)
+    fractions: dict[str, TargetFraction] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(TRANSFER_METHODS), min_length=1)
+    pretrained_path: str | None = Field(None, description="a local (e.g. ImageNet) checkpoint of `model` to "
+                                        "adapt instead of pretraining on the source classes")
+    pretrained_exclude: list[str] = Field(default_factory=lambda: ["fc."], description="state-dict prefixes "
+                                          "left at their fresh initialisation: the classifier")
+    variant_profiles: dict[str, list[Literal["smoke", "cpu", "gpu"]]] = Field(
+        default_factory=dict, description="`<method>_<fraction>` variants that run only under these profiles")
+
+    @field_validator("source_classes", "target_classes")
+    @classmethod
+    def _known_classes(cls, classes: list[int]) -> list[int]:
+        if not all(0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be distinct Fashion-MNIST labels 0..9, got {classes}")
+        return classes
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in TRANSFER_METHODS]
+        if unknown or len(set(methods)) != len(methods):
+            raise ValueError(f"methods must be distinct names of {', '.join(TRANSFER_METHODS)}, got {methods}")
+        return methods
+
+    _fraction_names = field_validator("fractions")(_names_usable_in_paths("fraction"))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TransferParams":
+        shared = sorted(set(self.source_classes) & set(self.target_classes))
+        if shared:
+            raise ValueError(f"source_classes and target_classes must be disjoint; both hold {shared}")
+        unknown = sorted(set(self.variant_profiles) - set(self.variant_names()))
+        if unknown:
+            raise ValueError(f"variant_profiles names unknown variants {unknown}; variants: {self.variant_names()}")
+        return self
+
+    def variant_names(self) -> list[str]:
+        """``<method>_<fraction>`` for every fraction and method, in params order."""
+        return [f"{method}_{fraction}" for fraction in self.fractions for method in self.methods]
+
+
 # --------------------------------------------------------------------------- paths
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """The folder holding ``params.yaml`` and ``dvc.yaml``: ``$RESNET_REVIEW_ROOT`` or the nearest
@@ -489,3 +558,4 @@ register_stage_schema("quantisation", QuantisationParams)
 register_stage_schema("distillation", DistillationParams)
 register_stage_schema("augmentation", AugmentationParams)
 register_stage_schema("hparam_tuning", TuningParams)
+register_stage_schema("transfer", TransferParams)
