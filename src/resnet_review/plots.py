@@ -213,3 +213,31 @@ def image_rows(sets: dict[str, TensorData], per_set: int = 6):
         row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+
+def accuracy_vs_data(table: pd.DataFrame, hue: str = "method", y: str = "test_acc", chance: float | None = None):
+    """Accuracy (mean with 95% CI bars over seeds) against the share of training data
+    (``train_fraction``, log axis, ticks naming the images it is), one line per ``hue`` (e.g.
+    transfer method); ``chance`` is drawn as a dashed line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    data = table.dropna(subset=["train_fraction", f"{y}_mean"]).sort_values("train_fraction")
+    for i, (name, group) in enumerate(data.groupby(hue, sort=False)):
+        lo = (group[f"{y}_mean"] - group[f"{y}_ci_low"]).fillna(0)
+        hi = (group[f"{y}_ci_high"] - group[f"{y}_mean"]).fillna(0)
+        dodge = 1.06 ** (i - (data[hue].nunique() - 1) / 2)  # side by side, so the bars do not hide each other
+        ax.errorbar(group["train_fraction"] * dodge, group[f"{y}_mean"], yerr=[lo, hi], marker="o", capsize=3,
+                    label=name)
+    if chance is not None:
+        ax.axhline(chance, ls="--", c="0.5", lw=1, label="chance")
+    ticks = data.groupby("train_fraction")["train_images"].first()
+    ax.set_xscale("log")
+    ax.set_xticks(ticks.index, [f"{f:.0%}\n({n:.0f} images)" for f, n in ticks.items()])
+    ax.minorticks_off()
+    ax.set_xlim(ticks.index.min() / 1.6, ticks.index.max() * 1.6)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("share of the training images")
+    ax.set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
+    ax.legend(title=hue, fontsize=8)
+    fig.tight_layout()
+    return fig
