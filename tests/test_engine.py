@@ -121,3 +121,11 @@ def test_bad_arguments_fail_before_training(tiny_splits):
 def test_asking_for_a_missing_gpu_is_an_error():
     with pytest.raises(RuntimeError, match="device 'cuda' was requested"):
         Accel.for_device("cuda")
+
+
+def test_resume_checkpoints_are_written_at_most_every_checkpoint_every_s(tiny_splits, tmp_path):
+    kwargs = dict(recipe=RECIPE, epochs=2, batch_size=64, accel=CPU)
+    fit(resnet18(), tiny_splits.train, None, checkpoint_path=tmp_path / "rare.pt", checkpoint_every_s=3600, **kwargs)
+    assert not (tmp_path / "rare.pt").exists()  # two short epochs: no ~50 MB write at all
+    fit(resnet18(), tiny_splits.train, None, checkpoint_path=tmp_path / "every.pt", checkpoint_every_s=0, **kwargs)
+    assert torch.load(tmp_path / "every.pt", weights_only=True)["epoch"] == 2

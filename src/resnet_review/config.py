@@ -48,6 +48,8 @@ class Budget(_Strict):
     seeds: list[int] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    checkpoint_every_s: float = Field(60.0, ge=0, description="write a run's resume checkpoint after an epoch "
+                                      "only once this many seconds have passed since the last write (0: every epoch)")
     bootstrap_resamples: int = Field(1000, ge=0)
     latency_repeats: int = Field(20, gt=0)
     measure_memory: bool = Field(True, description="peak training memory per variant (a child process on CPU)")

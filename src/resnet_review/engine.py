@@ -156,13 +156,15 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
         batch_size: int, seed: int = 0, accel: Accel | None = None, loss_fn: LossFn | None = None,
         batch_transform: BatchTransform | None = None, on_epoch_end: EpochCallback | None = None,
         log_epoch: EpochLogger | None = None, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = True, eval_batch_size: int = 256, nan_check_every: int = 20,
+        resume: bool = True, checkpoint_every_s: float = 0.0, eval_batch_size: int = 256, nan_check_every: int = 20,
         progress: bool | None = None, desc: str = "train") -> FitResult:
     """Train ``model`` in place for ``epochs`` epochs and return the per-epoch history.
 
-    With ``checkpoint_path``, the full training state is written atomically after every epoch
-    and, when ``resume`` is true and the file belongs to the same configuration, training
-    continues from it.  ``progress=None`` shows a tqdm bar only on a terminal.
+    With ``checkpoint_path``, the full training state is written atomically after an epoch (after
+    every one, or with ``checkpoint_every_s`` only once that many seconds have passed since the
+    last write: a ResNet50's state is ~180 MB, longer to write than a short epoch) and, when
+    ``resume`` is true and the file belongs to the same configuration, training continues from it.
+    ``progress=None`` shows a tqdm bar only on a terminal.
     """
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
@@ -213,6 +215,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
     train_time = sum(h["epoch_time_s"] for h in history)
     images = sum(h["images"] for h in history)
     stopped = False
+    last_write, written_epoch = time.perf_counter(), start_epoch
     for epoch in range(start_epoch, epochs):
         model.train()
         running = _Progress(device)
@@ -239,7 +242,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
             scheduler.step()
             running.add(loss, logits, targets)
             if (step + 1) % nan_check_every == 0 or step + 1 == steps_per_epoch:
-                _check_finite(running.loss_sum, epoch, step, recipe, checkpoint_path)
+                _check_finite(running.loss_sum, epoch, step, recipe, checkpoint_path, written_epoch)
                 if show:
                     bar.set_postfix(loss=f"{running.loss_sum.item() / running.seen:.3f}")
         synchronize(device)
@@ -260,7 +263,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
         history.append(metrics)
         train_time += epoch_time
         images += running.seen
-        if checkpoint_path:
+        if checkpoint_path and time.perf_counter() - last_write >= checkpoint_every_s:
+            last_write, written_epoch = time.perf_counter(), epoch + 1
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
                          "fingerprint": fingerprint, "rng": _rng_state(generator, device)}, checkpoint_path)
@@ -289,11 +293,11 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, recipe: Recipe,
-                  checkpoint_path: Path | None) -> None:
+                  checkpoint_path: Path | None, checkpoint_epoch: int) -> None:
     if torch.isfinite(loss_sum):
         return
-    kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept"
-            if checkpoint_path and checkpoint_path.is_file() and epoch > 0 else "no checkpoint was written")
+    kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {checkpoint_epoch}) is kept"
+            if checkpoint_path and checkpoint_path.is_file() and checkpoint_epoch > 0 else "no checkpoint was written")
     raise NonFiniteLossError(
         f"training loss became {loss_sum.item()} in epoch {epoch + 1} by step {step + 1}; {kept}. "
         f"Lower the learning rate (lr={recipe.lr}) or set grad_clip_norm.")
