@@ -131,7 +131,7 @@ def test_transfer_params_are_checked_one_line_each(raw):
     with pytest.raises(ParamsError) as err:
         validate_params(bad)
     for line in ("transfer.source_classes: Value error, classes must be distinct Fashion-MNIST labels",
-                 "transfer.methods: Value error, methods must be distinct names of scratch",
+                 "transfer.methods: Value error, methods must list distinct names of scratch",
                  "transfer.fractions.1pct.train_fraction: Input should be greater than 0"):
         assert line in str(err.value)
     bad = copy.deepcopy(raw)

@@ -16,6 +16,7 @@ other section is validated as a plain :class:`StageParams`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +110,25 @@ def _names_usable_in_paths(what: str):
         return named
 
     return check
+
+
+def _distinct_names_of(what: str, known: Callable[[], Sequence[str]]):
+    """A validator of a list of distinct names from ``known()`` (called late: a module that lists
+    them may import this one)."""
+
+    def check(names: list[str]) -> list[str]:
+        options = known()
+        if any(n not in options for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"{what} must list distinct names of {', '.join(options)}, got {names}")
+        return names
+
+    return check
+
+
+def _augmentations() -> tuple[str, ...]:
+    from .training import AUGMENTATIONS
+
+    return AUGMENTATIONS
 
 
 class Variant(_Strict):
@@ -270,15 +290,7 @@ class AugmentVariant(Variant):
     augment: list[str] = Field(default_factory=list, description="augmentations of training.AUGMENTATIONS, "
                                "applied in this order to every training batch ([]: the control)")
 
-    @field_validator("augment")
-    @classmethod
-    def _known_augmentations(cls, names: list[str]) -> list[str]:
-        from .training import AUGMENTATIONS
-
-        unknown = [n for n in names if n not in AUGMENTATIONS]
-        if unknown or len(set(names)) != len(names):
-            raise ValueError(f"augment must list distinct names of {', '.join(AUGMENTATIONS)}, got {names}")
-        return names
+    _known_augmentations = field_validator("augment")(_distinct_names_of("augment", _augmentations))
 
 
 class AugmentationParams(StageParams):
@@ -439,13 +451,7 @@ class TransferParams(StageParams):
             raise ValueError(f"classes must be distinct Fashion-MNIST labels 0..9, got {classes}")
         return classes
 
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, methods: list[str]) -> list[str]:
-        unknown = [m for m in methods if m not in TRANSFER_METHODS]
-        if unknown or len(set(methods)) != len(methods):
-            raise ValueError(f"methods must be distinct names of {', '.join(TRANSFER_METHODS)}, got {methods}")
-        return methods
+    _known_methods = field_validator("methods")(_distinct_names_of("methods", lambda: TRANSFER_METHODS))
 
     _fraction_names = field_validator("fractions")(_names_usable_in_paths("fraction"))
 
