@@ -169,6 +169,8 @@ def test_the_stage_adapts_a_user_checkpoint_without_pretraining(raw, paths, tmp_
     trained = torch.load(probe.runs[0].weights_path, weights_only=True)
     assert torch.equal(trained["layer4.1.conv2.weight"], imagenet.state_dict()["layer4.1.conv2.weight"])
     assert not (tmp_path / "models" / "transfer" / "source_pretrain").exists()
+    # every variant has a cost profile for the report (a frozen model its own, counted alike)
+    assert results["finetune_10pct"].profile.macs == probe.profile.macs > 0 and probe.profile.params > 0
 
 
 def test_a_missing_user_checkpoint_stops_the_stage_before_training(raw, paths, tmp_path):

@@ -137,7 +137,8 @@ def run_transfer(stage) -> dict:
     ``pretrained_path``; then, for every fraction and method of params (see
     :class:`~resnet_review.config.TransferParams`), train ``<method>_<fraction>`` on that share of
     the target classes' images. Every run goes through :meth:`Stage.run`: same seeds, recipe and
-    evaluation; the architecture is profiled once, on its first run."""
+    evaluation; an architecture is profiled once (every scratch or fine-tuned model is the source's
+    architecture and shares its profile; frozen models have their own)."""
     cfg, b = stage.config, stage.budget
     exclude = tuple(cfg.pretrained_exclude)
     target = class_splits(stage.splits, cfg.target_classes)
@@ -159,7 +160,6 @@ def run_transfer(stage) -> dict:
     fresh = stage.model_factory(splits=target)
     load_source_weights(fresh(), sources[b.seeds[0]], exclude)  # a checkpoint that does not fit stops here
 
-    profiled = "source_pretrain" in results
     selected = [n for n in cfg.variant_names()
                 if stage.params.profile in cfg.variant_profiles.get(n, [stage.params.profile])]
     for fraction_name, fraction in cfg.fractions.items():
@@ -180,8 +180,7 @@ def run_transfer(stage) -> dict:
 
             info = common | {"method": method, "task": "target", "fraction": fraction_name,
                            "train_fraction": fraction.train_fraction, "train_images": len(train), "epochs": epochs}
-            results[name] = stage.run(name, build, splits=splits, epochs=epochs, profile=not profiled, info=info)
-            profiled = True
+            results[name] = stage.run(name, build, splits=splits, epochs=epochs, info=info)
     skipped = [n for n in cfg.variant_names() if n not in selected]
     if skipped:
         print(f"stage '{stage.name}': variants {skipped} do not run under profile '{stage.params.profile}'",
