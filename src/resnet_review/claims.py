@@ -1,0 +1,174 @@
+"""The review's claims as data: ``claims.yaml`` lists each one, the report measures each one.
+
+Every entry names the review's section, its words condensed, and the comparison that tests it:
+
+* ``treatment`` / ``control`` (``stage/variant``) and a ``metric`` of the per-seed results every
+  stage writes to ``metrics.json``: the report computes the paired (same seeds) difference
+  ``treatment - control``, its 95% Student-t CI and the verdict itself — ``expect: increase`` or
+  ``decrease``, or ``no_loss`` within ``margin`` (e.g. "pruning keeps accuracy within 1 point");
+* or ``stage_claim: stage/key`` for an effect that is not a difference of per-seed values (a
+  speed-up measured over timing rounds, an interaction of two effects): the stage's own estimate
+  (``claims`` in its metrics.json, see :meth:`~resnet_review.experiment.Stage.claim`).
+
+A claim whose stage or variant has not run under the profile at hand (e.g. a gpu-only variant in
+a cpu run) is listed as *not measured*, with the reason, never dropped: the table shows what the
+review asserts and what of it the data can answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .stats import Estimate, paired_difference, verdict
+
+NOT_MEASURED = "not measured"
+COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "seeds", "verdict",
+           "profile", "note"]
+
+
+class ClaimSpec(BaseModel):
+    """One claim of the review and the measurement that tests it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    section: str
+    claim: str = Field(min_length=1, description="the review's words, condensed")
+    metric: str | None = Field(None, description="a per-seed metric of metrics.json, e.g. test_acc")
+    treatment: str | None = Field(None, description="stage/variant")
+    control: str | None = Field(None, description="stage/variant")
+    expect: Literal["increase", "decrease", "no_loss"] = "increase"
+    margin: float = Field(0.0, ge=0, description="with no_loss: the largest loss still called 'no loss'")
+    stage_claim: str | None = Field(None, description="stage/key of an effect a stage estimated itself")
+
+    @field_validator("treatment", "control", "stage_claim")
+    @classmethod
+    def _stage_slash_name(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError(f"must be 'stage/name', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_test(self) -> "ClaimSpec":
+        paired = (self.metric, self.treatment, self.control)
+        if self.stage_claim is None and None in paired:
+            raise ValueError("give metric, treatment and control, or stage_claim")
+        if self.stage_claim is not None and any(v is not None for v in paired):
+            raise ValueError("stage_claim takes the stage's own estimate: give no metric, treatment or control")
+        if self.expect == "no_loss" and self.margin == 0:
+            raise ValueError("expect: no_loss needs the margin of loss that still counts as none")
+        return self
+
+    @property
+    def expected_sign(self) -> int:
+        return -1 if self.expect == "decrease" else +1
+
+    @property
+    def comparison(self) -> str:
+        if self.stage_claim:
+            return f"{self.stage_claim} (the stage's estimate)"
+        return f"{self.treatment} vs {self.control}"
+
+
+def load_catalogue(path: str | os.PathLike) -> list[ClaimSpec]:
+    """Read and validate ``claims.yaml``: one line per bad entry, ids unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries = raw.get("claims") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path} must hold a list under 'claims:'")
+    specs, problems = [], []
+    for i, entry in enumerate(entries):
+        try:
+            specs.append(ClaimSpec.model_validate(entry))
+        except ValidationError as err:
+            name = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+            problems += [f"  {name}.{'.'.join(map(str, e['loc'])) or '(entry)'}: {e['msg']}" for e in err.errors()]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            problems.append(f"  {spec.id}: duplicate id")
+        seen.add(spec.id)
+    if problems:
+        raise ValueError(f"{path} is invalid:\n" + "\n".join(problems))
+    return specs
+
+
+class _Results:
+    """The metrics.json of every stage under ``stages_dir``, read once."""
+
+    def __init__(self, stages_dir: str | os.PathLike):
+        self.dir = Path(stages_dir)
+        self._data: dict[str, dict | None] = {}
+
+    def stage(self, name: str) -> dict | None:
+        if name not in self._data:
+            path = self.dir / name / "metrics.json"
+            self._data[name] = json.loads(path.read_text()) if path.is_file() else None
+        return self._data[name]
+
+    def per_seed(self, ref: str, metric: str) -> tuple[dict[int, float] | None, str | None, str]:
+        """``({seed: value}, profile, "")`` of ``stage/variant``, or ``(None, profile, why not)``."""
+        stage, variant = ref.split("/")
+        data = self.stage(stage)
+        if data is None:
+            return None, None, f"stage '{stage}' has not run"
+        block = data.get(variant)
+        if not isinstance(block, dict) or "per_seed" not in block:
+            return None, data.get("profile"), f"'{ref}' did not run under profile '{data.get('profile')}'"
+        seeds, values = block["per_seed"].get("seed", []), block["per_seed"].get(metric)
+        if values is None:
+            return None, data.get("profile"), f"'{ref}' has no per-seed '{metric}'"
+        return ({s: (math.nan if v is None else v) for s, v in zip(seeds, values)}, data.get("profile"), "")
+
+
+def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "") -> dict:
+    e = effect.as_dict() if effect else {}
+    return {"id": spec.id, "section": spec.section, "claim": spec.claim,
+            "metric": spec.metric or "(stage estimate)", "comparison": spec.comparison,
+            "effect": e.get("mean", math.nan), "ci_low": e.get("ci_low", math.nan),
+            "ci_high": e.get("ci_high", math.nan), "seeds": e.get("n", math.nan), "verdict": outcome,
+            "profile": profile or "", "note": note}
+
+
+def evaluate(spec: ClaimSpec, results: _Results) -> dict:
+    """One claim measured: its effect, 95% CI and verdict, or 'not measured' and why."""
+    if spec.stage_claim:
+        stage, key = spec.stage_claim.split("/")
+        data = results.stage(stage)
+        if data is None:
+            return _row(spec, None, NOT_MEASURED, None, f"stage '{stage}' has not run")
+        claim = (data.get("claims") or {}).get(key)
+        if claim is None:
+            return _row(spec, None, NOT_MEASURED, data.get("profile"), f"stage '{stage}' made no claim '{key}'")
+        effect = Estimate(**{k: (math.nan if v is None else v) for k, v in claim["effect"].items()})
+        return _row(spec, effect, claim["verdict"], claim.get("profile", data.get("profile")))
+    treated, profile_t, why_t = results.per_seed(spec.treatment, spec.metric)
+    control, profile_c, why_c = results.per_seed(spec.control, spec.metric)
+    if treated is None or control is None:
+        return _row(spec, None, NOT_MEASURED, profile_t or profile_c, why_t or why_c)
+    if profile_t != profile_c:
+        return _row(spec, None, NOT_MEASURED, f"{profile_t}/{profile_c}",
+                    f"{spec.treatment} ran under '{profile_t}', {spec.control} under '{profile_c}'")
+    if set(treated) != set(control):
+        return _row(spec, None, NOT_MEASURED, profile_t, f"seeds differ: {sorted(treated)} vs {sorted(control)}")
+    seeds = sorted(treated)
+    effect = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
+    margin = spec.margin if spec.expect == "no_loss" else 0.0
+    return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t)
+
+
+def measure(catalogue: list[ClaimSpec], stages_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every claim of the catalogue measured on the results under ``stages_dir``, in its order."""
+    results = _Results(stages_dir)
+    return pd.DataFrame([evaluate(spec, results) for spec in catalogue], columns=COLUMNS)

@@ -1,0 +1,98 @@
+"""The claims table: the catalogue validates, and the report's verdicts follow from known inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from resnet_review.claims import NOT_MEASURED, ClaimSpec, load_catalogue, measure
+from resnet_review.config import load_params
+
+
+def write_stage(folder, stage, profile="cpu", claims=None, **variants):
+    """A stage's metrics.json holding per-seed test accuracy / gap of each variant (known inputs)."""
+    data = {"profile": profile, "claims": claims or {}}
+    for name, (acc, gap) in variants.items():
+        data[name] = {"per_seed": {"seed": list(range(len(acc))), "test_acc": acc, "train_val_gap": gap}}
+    (folder / stage).mkdir(parents=True, exist_ok=True)
+    (folder / stage / "metrics.json").write_text(json.dumps(data))
+
+
+def spec(**kw) -> ClaimSpec:
+    return ClaimSpec(**{"id": "c", "section": "II.A", "claim": "x improves y", **kw})
+
+
+@pytest.fixture
+def stages(tmp_path):
+    write_stage(tmp_path, "baseline", resnet50=([0.70, 0.72, 0.71], [0.05, 0.06, 0.04]))
+    write_stage(tmp_path, "tech", better=([0.75, 0.78, 0.76], [0.05, 0.04, 0.05]),  # +0.053 every seed
+                noisy=([0.75, 0.68, 0.74], [0.05, 0.06, 0.04]),                     # +0.047, -0.04, +0.03
+                worse=([0.60, 0.63, 0.61], [0.01, 0.02, 0.01]))
+    write_stage(tmp_path, "gpu_stage", profile="gpu", resnet50=([0.9, 0.9, 0.9], [0.0, 0.0, 0.0]))
+    write_stage(tmp_path, "speed", claims={"faster": {"effect": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 5,
+                                                                 "confidence": 0.95},
+                                                      "verdict": "supported", "profile": "cpu"}})
+    return tmp_path
+
+
+def test_verdicts_follow_the_confidence_interval(stages):
+    base = {"metric": "test_acc", "control": "baseline/resnet50"}
+    table = measure([spec(id="clear", treatment="tech/better", **base),
+                     spec(id="straddles", treatment="tech/noisy", **base),
+                     spec(id="opposite", treatment="tech/worse", **base),
+                     spec(id="gap_down", treatment="tech/worse", metric="train_val_gap", expect="decrease",
+                          control="baseline/resnet50"),
+                     spec(id="no_loss", treatment="tech/noisy", expect="no_loss", margin=0.2, **base)],
+                    stages).set_index("id")
+    clear = table.loc["clear"]
+    assert clear.verdict == "supported" and clear.effect == pytest.approx(0.16 / 3) and clear.ci_low > 0
+    assert clear.seeds == 3 and clear.profile == "cpu" and clear.comparison == "tech/better vs baseline/resnet50"
+    assert table.loc["straddles"].verdict == "inconclusive at this budget"
+    assert table.loc["straddles"].ci_low < 0 < table.loc["straddles"].ci_high
+    assert table.loc["opposite"].verdict == "not supported"
+    assert table.loc["gap_down"].verdict == "supported"  # a claimed decrease that happened
+    assert table.loc["no_loss"].verdict == "supported"   # the CI lies above -0.2
+
+
+def test_what_cannot_be_measured_is_listed_with_the_reason(stages):
+    base = {"metric": "test_acc", "control": "baseline/resnet50"}
+    table = measure([spec(id="no_stage", treatment="limitations/x", **base),
+                     spec(id="no_variant", treatment="tech/gpu_only", **base),
+                     spec(id="profiles", treatment="gpu_stage/resnet50", **base),
+                     spec(id="stage_estimate", stage_claim="speed/faster"),
+                     spec(id="no_estimate", stage_claim="speed/smaller")], stages).set_index("id")
+    assert table.loc["no_stage"].verdict == NOT_MEASURED
+    assert "stage 'limitations' has not run" in table.loc["no_stage"].note
+    assert "'tech/gpu_only' did not run under profile 'cpu'" in table.loc["no_variant"].note
+    assert table.loc["profiles"].verdict == NOT_MEASURED and "under 'gpu'" in table.loc["profiles"].note
+    assert table.loc["stage_estimate"].verdict == "supported" and table.loc["stage_estimate"].effect == 0.5
+    assert table.loc["no_estimate"].verdict == NOT_MEASURED and math.isnan(table.loc["no_estimate"].effect)
+
+
+def test_a_bad_catalogue_names_each_bad_entry(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [
+        {"id": "a", "section": "II.A", "claim": "x", "metric": "test_acc", "treatment": "se", "control": "b/c"},
+        {"id": "b", "section": "II.A", "claim": "x", "stage_claim": "s/k", "metric": "test_acc"},
+        {"id": "c", "section": "II.A", "claim": "x", "metric": "test_acc", "treatment": "a/b", "control": "b/c",
+         "expect": "no_loss"},
+        {"id": "d", "section": "II.A", "claim": "x", "stage_claim": "s/k"},
+        {"id": "d", "section": "II.A", "claim": "x", "stage_claim": "s/k"}]}))
+    with pytest.raises(ValueError) as err:
+        load_catalogue(path)
+    message = str(err.value)
+    assert "a.treatment: Value error, must be 'stage/name', got 'se'" in message
+    assert "b.(entry): Value error, stage_claim takes the stage's own estimate" in message
+    assert "c.(entry): Value error, expect: no_loss needs the margin" in message
+    assert "d: duplicate id" in message
+
+
+def test_the_committed_catalogue_names_stages_of_the_pipeline(paths):
+    catalogue = load_catalogue(paths.root / "claims.yaml")
+    stages = set(load_params(paths.params).stage_names()) | {"limitations", "synergy"}
+    named = {ref.split("/")[0] for c in catalogue for ref in (c.treatment, c.control, c.stage_claim) if ref}
+    assert named <= stages, sorted(named - stages)
+    assert len(catalogue) >= 40 and len({c.section for c in catalogue}) >= 10
