@@ -12,12 +12,12 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test data install benchmark clean-scratch
+.PHONY: repro test data browser install benchmark clean-scratch
 
 repro: install data
 	$(BIN)/dvc repro
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest
 
 benchmark: install data
@@ -36,6 +36,9 @@ $(STAMP): pyproject.toml
 
 data: install
 	bash scripts/fetch_data.sh
+
+browser:
+	bash scripts/install_browser.sh
 
 clean-scratch:
 	rm -rf reports/scratch models/scratch

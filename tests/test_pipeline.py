@@ -104,6 +104,39 @@ def test_index_links_resolve(project):
     assert all((dest / "reports" / link).is_file() for link in links)
 
 
+def chromium(*args: str, cwd: Path) -> str:
+    """Debian's chromium, headless (``make test`` installs it)."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed: run `make browser` (part of `make test`)")
+    out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_index_renders_in_headless_chromium_and_every_link_opens(project, tmp_path):
+    dest, _ = project
+    index = dest / "reports/index.html"
+    dom = chromium("--dump-dom", index.as_uri(), cwd=tmp_path)
+    # the browser built the page: the master table with the baseline's row, and the notebook links
+    assert "<table" in dom and ">baseline<" in dom and 'href="stages/baseline/notebook.html"' in dom
+    links = re.findall(r'(?:href|src)="([^"]+)"', dom)
+    pages = [link for link in links if link.endswith(".html")]
+    assert len(pages) >= 3 and "report/notebook.html" in pages
+    for link in links:
+        target = (index.parent / link).resolve()
+        assert target.is_file(), f"index.html links to {link}, which does not exist"
+        if link.endswith(".html"):  # each rendered notebook opens: a page with its cells, not an error page
+            page = chromium("--dump-dom", target.as_uri(), cwd=tmp_path)
+            assert "jp-Notebook" in page or "jp-Cell" in page, f"{link} did not render as a notebook"
+        else:
+            assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{link} is not a PNG"
+    shot = tmp_path / "index.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,1600", index.as_uri(), cwd=tmp_path)
+    assert shot.stat().st_size > 20_000  # a rendered page with a table and figures, not a blank one
+
+
 def test_dvc_sees_metrics_and_plots_and_a_second_repro_is_a_no_op(project):
     dest, _ = project
     shown = json.loads(sh("dvc metrics show --json", dest))

@@ -111,6 +111,7 @@ def test_claims_table_gathers_what_the_stages_logged(tmp_path):
     table = report.claims_table(claims)
     assert table.loc[0, "effect [95% CI]"] == "+0.0200 [+0.0100, +0.0300]"
     assert table.loc[1, "effect [95% CI]"] == "+0.0100"
-    paths = report.write_tables(report.collect(stages), tmp_path / "report", claims)
+    paths = report.write_tables(report.collect(stages), tmp_path / "report", claims, stage_claims=claims)
     assert "SE improves accuracy" in paths["claims_md"].read_text()
+    assert "SE improves accuracy" in paths["stage_claims_md"].read_text()
     assert report.claims_table(report.collect_claims(tmp_path / "none")).empty

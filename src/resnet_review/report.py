@@ -99,12 +99,15 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
             return f"{row['effect']:+.4f}"
         return f"{row['effect']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
 
+    notes = "note" in claims and claims["note"].fillna("").astype(bool).any()
     if claims.empty:
         return pd.DataFrame(columns=["section", "claim", "metric", "comparison", "effect [95% CI]", "verdict",
                                      "profile"])
     out = claims[["section", "claim", "metric", "comparison"]].copy()
     out["effect [95% CI]"] = claims.apply(interval, axis=1)
     out["verdict"], out["profile"] = claims["verdict"], claims["profile"]
+    if notes:  # why a claim is not measured (a stage not run, a gpu-only variant)
+        out["note"] = claims["note"].fillna("")
     return out
 
 
@@ -128,9 +131,12 @@ def master_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame | None = None) -> dict[str, Path]:
-    """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection,
-    and the claims table (CSV with numbers, Markdown formatted) when ``claims`` is given."""
+def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame | None = None,
+                 stage_claims: pd.DataFrame | None = None) -> dict[str, Path]:
+    """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection;
+    the claims table (``claims.yaml`` measured, see :mod:`resnet_review.claims`) and every
+    comparison the notebooks tested (``stage_claims``, see :func:`collect_claims`), each as CSV
+    with numbers and Markdown formatted, when given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"raw_csv": out_dir / "all_metrics.csv", "csv": out_dir / "master_table.csv",
@@ -143,6 +149,11 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame 
         paths |= {"claims_csv": out_dir / "claims.csv", "claims_md": out_dir / "claims.md"}
         claims.to_csv(paths["claims_csv"], index=False)
         paths["claims_md"].write_text(claims_table(claims).to_markdown(index=False) + "\n", encoding="utf-8")
+    if stage_claims is not None:
+        paths |= {"stage_claims_csv": out_dir / "stage_claims.csv", "stage_claims_md": out_dir / "stage_claims.md"}
+        stage_claims.to_csv(paths["stage_claims_csv"], index=False)
+        paths["stage_claims_md"].write_text(claims_table(stage_claims).to_markdown(index=False) + "\n",
+                                            encoding="utf-8")
     return paths
 
 
