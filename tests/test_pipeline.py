@@ -56,8 +56,12 @@ def project(tmp_path_factory):
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
 
     sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
+    # links them instead of holding a second copy, and the copy goes once the module's tests are done
+    sh("dvc config --local cache.type hardlink,copy", dest)
     log = sh("dvc repro", dest)
-    return dest, log
+    yield dest, log
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 def test_repro_writes_real_metrics(project):
