@@ -470,6 +470,34 @@ class TransferParams(StageParams):
         return [f"{method}_{fraction}" for fraction in self.fractions for method in self.methods]
 
 
+# --------------------------------------------------------------------------- Table 1: limitations
+class LimitationsParams(StageParams):
+    """The review's Table 1 measured (notebook 16): ``variants`` train the baseline at other
+    input sizes (``res_*``) and shares of the data (``data_*``); the depth series and the
+    low-data control are read from other stages."""
+
+    depth_from: str = Field("wide_deep", description="the stage whose ResNets of several depths are read")
+    low_data_from: list[str] = Field(default_factory=lambda: ["dropout/low_data_drop_rate_0"],
+                                     description="stage/variant runs of the baseline on a share of the data")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32, 128], min_length=1)
+    memory_batch_sizes: list[int] = Field(default_factory=lambda: [16, 64, 256])
+
+    @field_validator("batch_sizes", "memory_batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(s <= 0 for s in sizes):
+            raise ValueError(f"batch sizes must be positive, got {sizes}")
+        return sizes
+
+    @field_validator("low_data_from")
+    @classmethod
+    def _stage_slash_variant(cls, refs: list[str]) -> list[str]:
+        bad = [r for r in refs if r.count("/") != 1 or not all(r.split("/"))]
+        if bad:
+            raise ValueError(f"must be 'stage/variant', got {bad}")
+        return refs
+
+
 # --------------------------------------------------------------------------- paths
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """The folder holding ``params.yaml`` and ``dvc.yaml``: ``$RESNET_REVIEW_ROOT`` or the nearest
@@ -567,3 +595,4 @@ register_stage_schema("distillation", DistillationParams)
 register_stage_schema("augmentation", AugmentationParams)
 register_stage_schema("hparam_tuning", TuningParams)
 register_stage_schema("transfer", TransferParams)
+register_stage_schema("limitations", LimitationsParams)

@@ -63,6 +63,7 @@ SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
 
 
 Builder = Callable[[], nn.Module] | Callable[[int], nn.Module]
+MIN_TRAIN_IMAGES = 20  # the fewest training images a share of the data is cut to
 
 
 def _call_builder(build: Builder, seed: int) -> nn.Module:
@@ -229,7 +230,9 @@ class Stage:
         b = self.budget
         key = (train_fraction, img_size or b.img_size, view)
         if key not in self._splits:
-            train_size = max(1, round(b.train_size * train_fraction))
+            # at least two images per class (Fashion-MNIST's ten): a batch-norm batch needs two rows,
+            # and a class-stratified share should hold every class
+            train_size = min(b.train_size, max(MIN_TRAIN_IMAGES, round(b.train_size * train_fraction)))
             splits = load_splits(self.paths.prepared, train_size=train_size, val_size=b.val_size,
                                  test_size=b.test_size, img_size=key[1], in_chans=b.in_chans,
                                  data_seed=b.data_seed, device=self.accel.device)

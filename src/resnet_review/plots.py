@@ -114,6 +114,29 @@ def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
     return fig
 
 
+def trend(table: pd.DataFrame, x: str, metrics: Sequence[str] = ("test_acc",), label: str = "label",
+          logx: bool = False, xlabel: str | None = None):
+    """One panel per metric: its mean with 95% CI bars over seeds against a numeric column ``x``
+    (input size, share of the data, depth), points joined in ``x`` order and labelled."""
+    data = table.sort_values(x)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        if f"{metric}_mean" in data:
+            mean = data[f"{metric}_mean"]
+            err = [(mean - data[f"{metric}_ci_low"]).fillna(0), (data[f"{metric}_ci_high"] - mean).fillna(0)]
+        else:  # a plain column (e.g. MACs): no interval
+            mean, err = data[metric], None
+        ax.errorbar(data[x], mean, yerr=err, fmt="-o", capsize=3)
+        for xv, yv, name in zip(data[x], mean, data[label]):
+            ax.annotate(name, (xv, yv), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel or x.replace("_", " "))
+        ax.set_ylabel(metric.replace("_", " ") + (" (mean, 95% CI)" if err is not None else ""))
+    fig.tight_layout()
+    return fig
+
+
 def variant_bars(table: pd.DataFrame, metrics: Sequence[str] = ("test_acc",), label: str = "label",
                  reference: str | None = None):
     """One panel per metric: the mean of each variant with its 95% CI over seeds as an error bar;
