@@ -129,3 +129,16 @@ def test_resume_checkpoints_are_written_at_most_every_checkpoint_every_s(tiny_sp
     assert not (tmp_path / "rare.pt").exists()  # two short epochs: no ~50 MB write at all
     fit(resnet18(), tiny_splits.train, None, checkpoint_path=tmp_path / "every.pt", checkpoint_every_s=0, **kwargs)
     assert torch.load(tmp_path / "every.pt", weights_only=True)["epoch"] == 2
+
+
+def test_val_every_images_spaces_validation_without_changing_the_training(tiny_splits):
+    # tiny_splits: 256 training images, batch 32 -> 256 images an epoch; validate every 600 images
+    kwargs = dict(recipe=RECIPE, epochs=5, batch_size=32, accel=CPU, seed=3)
+    every = fit(resnet18(3), tiny_splits.train, tiny_splits.val, **kwargs)
+    spaced_model = resnet18(3)
+    spaced = fit(spaced_model, tiny_splits.train, tiny_splits.val, val_every_images=600, **kwargs)
+    # 256, 512, 768 >= 600 -> after epoch 3; then 256, 512 < 600 but epoch 5 is the last
+    assert [h["epoch"] for h in spaced.history if "val_acc" in h] == [3, 5]
+    assert all("val_acc" in h for h in every.history)
+    assert [h["train_loss"] for h in spaced.history] == [h["train_loss"] for h in every.history]
+    assert spaced.final["val_acc"] == every.final["val_acc"]

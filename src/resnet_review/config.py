@@ -38,7 +38,7 @@ class Budget(_Strict):
     """What every technique gets under one profile: the same data, epochs and seeds."""
 
     train_size: int = Field(gt=0, description="training images, a class-stratified subset of the train split")
-    val_size: int = Field(gt=0, description="validation images evaluated after every epoch")
+    val_size: int = Field(gt=0, description="validation images evaluated after an epoch (see val_every_images)")
     test_size: int = Field(gt=0, le=10_000, description="test images; 10000 is the whole test set")
     data_seed: int = Field(0, ge=0, description="seed of the subset draw, fixed across techniques")
     img_size: int = Field(28, ge=8, le=512)
@@ -51,6 +51,9 @@ class Budget(_Strict):
     compile: bool = False
     checkpoint_every_s: float = Field(60.0, ge=0, description="write a run's resume checkpoint after an epoch "
                                       "only once this many seconds have passed since the last write (0: every epoch)")
+    val_every_images: int = Field(0, ge=0, description="validate after an epoch only once this many training images "
+                                  "have passed since the last validation, and after the last epoch (0: every epoch); "
+                                  "a run on a tenth of the data for 5x the epochs otherwise validates 5x as often")
     bootstrap_resamples: int = Field(1000, ge=0)
     latency_repeats: int = Field(20, gt=0)
     measure_memory: bool = Field(True, description="peak training memory per variant (a child process on CPU)")

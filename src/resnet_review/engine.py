@@ -156,15 +156,17 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
         batch_size: int, seed: int = 0, accel: Accel | None = None, loss_fn: LossFn | None = None,
         batch_transform: BatchTransform | None = None, on_epoch_end: EpochCallback | None = None,
         log_epoch: EpochLogger | None = None, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = True, checkpoint_every_s: float = 0.0, eval_batch_size: int = 256, nan_check_every: int = 20,
-        progress: bool | None = None, desc: str = "train") -> FitResult:
+        resume: bool = True, checkpoint_every_s: float = 0.0, eval_batch_size: int = 256, val_every_images: int = 0,
+        nan_check_every: int = 20, progress: bool | None = None, desc: str = "train") -> FitResult:
     """Train ``model`` in place for ``epochs`` epochs and return the per-epoch history.
 
     With ``checkpoint_path``, the full training state is written atomically after an epoch (after
     every one, or with ``checkpoint_every_s`` only once that many seconds have passed since the
     last write: a ResNet50's state is ~180 MB, longer to write than a short epoch) and, when
     ``resume`` is true and the file belongs to the same configuration, training continues from it.
-    ``progress=None`` shows a tqdm bar only on a terminal.
+    ``val`` is evaluated after every epoch, or with ``val_every_images`` only once that many
+    training images have passed since the last evaluation, and always after the last epoch: the
+    training itself is the same either way. ``progress=None`` shows a tqdm bar only on a terminal.
     """
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
@@ -216,6 +218,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
     images = sum(h["images"] for h in history)
     stopped = False
     last_write, written_epoch = time.perf_counter(), start_epoch
+    unvalidated = 0  # training images since the last validation (a resumed run restarts the count)
     for epoch in range(start_epoch, epochs):
         model.train()
         running = _Progress(device)
@@ -256,7 +259,9 @@ def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: 
             "epoch_time_s": epoch_time,
             "images": running.seen,
         }
-        if val is not None:
+        unvalidated += running.seen
+        if val is not None and (epoch + 1 == epochs or unvalidated >= val_every_images):
+            unvalidated = 0
             logits = predict(model, val, eval_batch_size, amp_dtype=accel.amp_dtype, channels_last=accel.channels_last)
             result = metrics_from_logits(logits, val.targets, bootstrap_resamples=0)
             metrics |= {"val_loss": result.loss, "val_acc": result.accuracy}

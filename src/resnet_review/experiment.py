@@ -303,6 +303,7 @@ class Stage:
             if epochs:
                 result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=batch_size,
                              seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
+                             val_every_images=b.val_every_images,
                              checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
                              checkpoint_every_s=b.checkpoint_every_s,
                              log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
