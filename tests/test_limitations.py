@@ -63,7 +63,8 @@ def test_table1_fills_every_row_from_the_measurements():
 
     table = table1(resolution, data, depth, batches, corruptions, clean_acc=0.8)
     assert list(table["source"]) == [src for src, _, _ in TABLE1] and len(table) == 8
-    measured = dict(zip([key for _, _, key in TABLE1], table["measured here"]))
+    assert list(table.index) == [key for _, _, key in TABLE1]
+    measured = table["measured here"]
     assert measured["resolution"] == "test accuracy 0.410 ± 0.020 at 8 px vs 0.800 ± 0.010 at 28 px"
     assert "0.300 ± 0.050 with 1% of the images" in measured["data"] and "0.020 ± 0.010 with 100%" in measured["data"]
     assert measured["depth"].startswith("wide_deep/resnet101: x2.00 training time, x2.00 MACs")
@@ -74,7 +75,7 @@ def test_table1_fills_every_row_from_the_measurements():
     assert measured["speed"] == "CPU latency 10.0 ms at batch 1, 1280 images/s at best (batch 128)"
 
     batches["peak_train_memory_mb"] = [math.nan, 900.0]
-    assert table1(resolution, data, depth, batches, corruptions, 0.8)["measured here"][5].endswith(
+    assert table1(resolution, data, depth, batches, corruptions, 0.8).loc["memory", "measured here"].endswith(
         "peak training memory 900 MB at batch 128")
 
 

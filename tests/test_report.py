@@ -55,13 +55,14 @@ def test_update_readme_fills_the_marked_sections_only(tmp_path):
     out = tmp_path / "reports" / "report"
     out.mkdir(parents=True)
     (out / "master_table.md").write_text("| stage |\n|---|\n| baseline |\n")
+    (out / "table1.md").write_text("| source | measured here |\n|---|---|\n| K He et al. | x2.2 training time |\n")
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"device": "cpu", "threads": 2, "torch": "2.14", "model": "resnet50", "batch_size": 128,
                                  "steps": 30, "rounds": [{}, {}], "ratio_median": 1.01, "data_share_median": 0.002,
                                  "images_per_s_engine": 230, "images_per_s_bare": 232, "meets_goals": True}))
     report.update_readme(readme, out, bench)
     text = readme.read_text()
-    assert "old" not in text and "| baseline |" in text
+    assert "old" not in text and "| baseline |" in text and "| K He et al. | x2.2 training time |" in text
     assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
     assert "**1.010×**" in text and "meets both goals" in text
 
@@ -115,3 +116,37 @@ def test_claims_table_gathers_what_the_stages_logged(tmp_path):
     assert "SE improves accuracy" in paths["claims_md"].read_text()
     assert "SE improves accuracy" in paths["stage_claims_md"].read_text()
     assert report.claims_table(report.collect_claims(tmp_path / "none")).empty
+
+
+def test_rows_of_another_task_are_labelled_with_their_classes(tmp_path):
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    folder = stages / "transfer"
+    folder.mkdir()
+    block = {"test_acc": {"mean": 0.9, "ci_low": 0.88, "ci_high": 0.92}, "task": "target", "train_images": 25,
+             "source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7, 8, 9]}
+    (folder / "metrics.json").write_text(json.dumps({"profile": "smoke", "finetune_1pct": block}))
+    table = report.master_table(report.collect(stages)).set_index("stage")
+    assert table.loc["baseline", "task"] == "10 classes"
+    assert table.loc["transfer", "task"] == "target, classes 5, 6, 7, 8, 9"
+    assert table.loc["transfer", "train images"] == "25" and table.loc["baseline", "train images"] == ""  # no budget
+
+    metrics = json.loads((stages / "baseline/metrics.json").read_text()) | {"budget": {"train_size": 2500}}
+    (stages / "baseline/metrics.json").write_text(json.dumps(metrics))
+    table = report.master_table(report.collect(stages)).set_index("stage")
+    assert table.loc["baseline", "train images"] == "2500" and table.loc["transfer", "train images"] == "25"
+
+
+def test_table1_logged_by_a_stage_is_written_by_the_report(tmp_path):
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    assert report.collect_table1(stages).empty
+    rows = {"resolution": {"source": "H Jabnouni et al.", "limitation (Table 1)": "Poor on low resolution",
+                           "measured here": "test accuracy 0.41 at 8 px vs 0.80 at 28 px"}}
+    (stages / "limitations").mkdir()
+    (stages / "limitations" / "metrics.json").write_text(json.dumps({"profile": "smoke", "table1": rows}))
+    table1 = report.collect_table1(stages)
+    assert list(table1.index) == ["resolution"] and table1.loc["resolution", "stage"] == "limitations"
+    paths = report.write_tables(report.collect(stages), tmp_path / "report", table1=table1)
+    text = paths["table1_md"].read_text()
+    assert "H Jabnouni et al." in text and "0.41 at 8 px" in text and "limitations" not in text

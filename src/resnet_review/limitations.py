@@ -87,7 +87,8 @@ def _memory(at_profile_batch: float, batches: pd.DataFrame) -> str:
 
 def table1(resolution: pd.DataFrame, data: pd.DataFrame, depth: pd.DataFrame, batches: pd.DataFrame,
            corruptions: dict[str, float], clean_acc: float) -> pd.DataFrame:
-    """The review's Table 1 with a column of what this profile measured for each row."""
+    """The review's Table 1 with a column of what this profile measured for each row, indexed by
+    the row's key in :data:`TABLE1`."""
     by_size = resolution.sort_values("img_size")
     small, full = by_size.iloc[0], by_size.iloc[-1]
     by_share = data.sort_values("train_fraction")
@@ -115,8 +116,9 @@ def table1(resolution: pd.DataFrame, data: pd.DataFrame, depth: pd.DataFrame, ba
         "speed": f"CPU latency {batches['latency_ms'].iloc[0]:.1f} ms at batch {batches.index[0]}, "
                  f"{batches['images_per_s'].max():.0f} images/s at best (batch {batches['images_per_s'].idxmax()})",
     }
-    return pd.DataFrame([{"source": src, "limitation (Table 1)": text, "measured here": measured[key]}
-                         for src, text, key in TABLE1])
+    table = pd.DataFrame([{"source": src, "limitation (Table 1)": text, "measured here": measured[key]}
+                          for src, text, key in TABLE1], index=pd.Index([key for _, _, key in TABLE1], name="row"))
+    return table
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pandas as pd
 
 # Columns of the master table: (column in the collected frame, heading, format)
 MASTER_COLUMNS = [
+    ("train_images", "train images", "{:.0f}"),
     ("test_acc", "test accuracy (95% CI)", "ci"),
     ("test_macro_f1", "macro-F1 (95% CI)", "ci"),
     ("train_val_gap", "train−val gap", "ci"),
@@ -44,16 +45,19 @@ def _flatten(block: dict, prefix: str = "") -> dict:
 
 def collect(stages_dir: str | Path, stages: list[str] | None = None) -> pd.DataFrame:
     """One row per (stage, variant) from every ``metrics.json`` found under ``stages_dir`` (or
-    only those of ``stages``)."""
+    only those of ``stages``). A variant that records no ``train_images`` trained on the
+    profile's whole training subset (``budget.train_size``)."""
     rows = []
     for path in sorted(Path(stages_dir).glob("*/metrics.json")):
         if stages is not None and path.parent.name not in stages:
             continue
         data = json.loads(path.read_text())
+        budget = data.get("budget") if isinstance(data.get("budget"), dict) else {}
         for variant, block in data.items():
             if isinstance(block, dict) and isinstance(block.get("test_acc"), dict):
                 rows.append({"stage": path.parent.name, "variant": variant, "label": f"{path.parent.name}/{variant}",
-                             "profile": data.get("profile", "?"), **_flatten(block)})
+                             "profile": data.get("profile", "?"), "train_images": budget.get("train_size", math.nan),
+                             **_flatten(block)})
     return pd.DataFrame(rows)
 
 
@@ -124,19 +128,42 @@ def _fmt(row: pd.Series, column: str, how: str) -> str:
 def master_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The report's headline table: every stage variant with accuracy ± CI and its costs."""
     if frame.empty:
-        return pd.DataFrame(columns=["stage", "variant", "profile"] + [h for _, h, _ in MASTER_COLUMNS])
-    rows = [{"stage": row["stage"], "variant": row["variant"], "profile": row["profile"],
+        return pd.DataFrame(columns=["stage", "variant", "profile", "task"] + [h for _, h, _ in MASTER_COLUMNS])
+    rows = [{"stage": row["stage"], "variant": row["variant"], "profile": row["profile"], "task": _task(row),
              **{heading: _fmt(row, col, how) for col, heading, how in MASTER_COLUMNS}}
             for _, row in frame.iterrows()]
     return pd.DataFrame(rows)
 
 
+def _task(row: pd.Series) -> str:
+    """What a row's accuracy is out of: the ten classes, unless a stage records another task (the
+    transfer stage's 5-class source and target tasks), whose accuracies are not comparable."""
+    task = row.get("task")
+    if not isinstance(task, str) or not task:
+        return "10 classes"
+    classes = row.get(f"{task}_classes")
+    return f"{task}, classes {', '.join(map(str, classes))}" if isinstance(classes, list | tuple) else task
+
+
+def collect_table1(stages_dir: str | Path) -> pd.DataFrame:
+    """The review's Table 1 with its measured column, as a stage logged it (``table1`` in its
+    metrics.json, see :func:`resnet_review.limitations.table1`); empty when no stage did."""
+    for path in sorted(Path(stages_dir).glob("*/metrics.json")):
+        rows = json.loads(path.read_text()).get("table1")
+        if isinstance(rows, dict) and rows:
+            table = pd.DataFrame.from_dict(rows, orient="index")
+            table.index.name = "row"
+            return table.assign(stage=path.parent.name)
+    return pd.DataFrame()
+
+
 def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame | None = None,
-                 stage_claims: pd.DataFrame | None = None) -> dict[str, Path]:
+                 stage_claims: pd.DataFrame | None = None, table1: pd.DataFrame | None = None) -> dict[str, Path]:
     """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection;
     the claims table (``claims.yaml`` measured, see :mod:`resnet_review.claims`) and every
-    comparison the notebooks tested (``stage_claims``, see :func:`collect_claims`), each as CSV
-    with numbers and Markdown formatted, when given."""
+    comparison the notebooks tested (``stage_claims``, see :func:`collect_claims`) and the
+    review's Table 1 measured (``table1``, see :func:`collect_table1`), each as CSV and Markdown,
+    when given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"raw_csv": out_dir / "all_metrics.csv", "csv": out_dir / "master_table.csv",
@@ -149,6 +176,10 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame 
         paths |= {"claims_csv": out_dir / "claims.csv", "claims_md": out_dir / "claims.md"}
         claims.to_csv(paths["claims_csv"], index=False)
         paths["claims_md"].write_text(claims_table(claims).to_markdown(index=False) + "\n", encoding="utf-8")
+    if table1 is not None and not table1.empty:
+        paths |= {"table1_csv": out_dir / "table1.csv", "table1_md": out_dir / "table1.md"}
+        table1.to_csv(paths["table1_csv"])
+        paths["table1_md"].write_text(table1.drop(columns="stage").to_markdown(index=False) + "\n", encoding="utf-8")
     if stage_claims is not None:
         paths |= {"stage_claims_csv": out_dir / "stage_claims.csv", "stage_claims_md": out_dir / "stage_claims.md"}
         stage_claims.to_csv(paths["stage_claims_csv"], index=False)
@@ -226,6 +257,10 @@ def update_readme(readme: str | Path, report_dir: str | Path, benchmark: str | P
     if claims.is_file():
         body += "\nThe review's claims as measured (paired by seed; effect = treatment − control):\n\n"
         body += claims.read_text(encoding="utf-8")
+    table1 = report_dir / "table1.md"
+    if table1.is_file():
+        body += "\nThe review's Table 1 (ResNet50's limitations), measured on the baseline:\n\n"
+        body += table1.read_text(encoding="utf-8")
     text = _replace_between(text, "results", body)
     if benchmark is not None and Path(benchmark).is_file():
         text = _replace_between(text, "benchmark", benchmark_markdown(benchmark))
