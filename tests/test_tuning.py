@@ -228,3 +228,11 @@ def test_bad_study_settings_are_named(raw):
     assert "hparam_tuning.storage: Value error, storage must be a database URL" in schema_error(
         raw, storage="models/study.db")
     assert "hparam_tuning.pruner.n_warmup: Extra inputs" in schema_error(raw, pruner={"n_warmup": 1})
+
+
+def test_metrics_show_the_storage_without_machine_paths_or_passwords(raw, paths, tmp_path):
+    stage = Stage("hparam_tuning", params=validate_params(copy.deepcopy(raw)), reports_dir=str(tmp_path / "stages"),
+                  models_dir="models/scratch", root=paths.root)
+    assert tuning.shown_storage(stage) == f"sqlite:///models/scratch/hparam_tuning/{tuning.STUDY_FILE}"
+    stage = open_stage(raw, paths, tmp_path, storage="postgresql://me:secret@db.example/optuna")
+    assert tuning.shown_storage(stage) == "postgresql://me:***@db.example/optuna"

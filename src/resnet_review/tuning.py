@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 from collections import Counter
@@ -106,6 +107,14 @@ def shown_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def shown_storage(stage) -> str:
+    """The study's storage for metrics.json: the default SQLite file relative to the project
+    root (the same on every clone), a ``storage`` URL with its password masked."""
+    if stage.config.storage:
+        return shown_url(stage.config.storage)
+    return f"sqlite:///{os.path.relpath((stage.models_dir / STUDY_FILE).resolve(), stage.paths.root.resolve())}"
 
 
 def study_setup(stage) -> dict[str, Any]:
@@ -226,7 +235,7 @@ def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
     best = study.best_trial
     default = [t for t in finished_trials(study) if t.user_attrs.get("default_recipe")]
     recipe, batch_size = recipe_from(best.params, stage.config.search, stage.recipe)
-    return {"name": study.study_name, "storage": shown_url(storage_url(stage)), "n_trials": n_trials(stage),
+    return {"name": study.study_name, "storage": shown_storage(stage), "n_trials": n_trials(stage),
             "complete": states[TrialState.COMPLETE], "pruned": states[TrialState.PRUNED],
             "failed": states[TrialState.FAIL], "best_trial": best.number, "best_val_acc": best.value,
             "best_is_default": bool(best.user_attrs.get("default_recipe")),
