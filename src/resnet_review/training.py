@@ -14,7 +14,7 @@ data augmentation a ``batch_transform`` (see :func:`resnet_review.engine.fit`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -136,10 +136,9 @@ def teacher_of(stage: Stage) -> tuple[str, str, nn.Module]:
     return source.stage, variant, lambda seed: stage.load_trained(source.stage, variant, seed, model=model, **kwargs)
 
 
-def run_distillation(stage: Stage) -> dict[str, VariantResult]:
-    """Train every student variant of the stage with the distillation loss of its seed's teacher
-    (student seed k learns from teacher seed k, so the CI over seeds includes the teacher's own
-    variation), with its temperature and alpha written beside its metrics."""
+def seed_teachers(stage: Stage) -> tuple[str, Callable[[int], nn.Module]]:
+    """``stage/variant`` of the stage's teacher (:func:`teacher_of`) and a loader of the teacher
+    of each seed, each loaded once."""
     teacher_stage, teacher_variant, load_teacher = teacher_of(stage)
     teachers: dict[int, nn.Module] = {}
 
@@ -148,25 +147,37 @@ def run_distillation(stage: Stage) -> dict[str, VariantResult]:
             teachers[seed] = load_teacher(seed)
         return teachers[seed]
 
+    return f"{teacher_stage}/{teacher_variant}", teacher
+
+
+def distillation_hooks(teacher: Callable[[int], nn.Module], *, temperature: float,
+                       alpha: float) -> Callable[[int], dict]:
+    """``seed_hooks`` of :meth:`~resnet_review.experiment.Stage.run`: the student of seed k learns
+    from ``teacher(k)`` (so the CI over seeds includes the teacher's own variation)."""
+    return lambda seed: {"loss_fn": distillation(teacher(seed), temperature=temperature, alpha=alpha)}
+
+
+def run_distillation(stage: Stage) -> dict[str, VariantResult]:
+    """Train every student variant of the stage with the distillation loss of its seed's teacher,
+    with its temperature and alpha written beside its metrics."""
+    teacher_name, teacher = seed_teachers(stage)
     results = {}
     for name in stage.variant_names():
         v = stage.config.variants[name]
         temperature = v.temperature or stage.config.temperature
         alpha = stage.config.alpha if v.alpha is None else v.alpha
-
-        def hooks(seed: int, temperature: float = temperature, alpha: float = alpha) -> dict:
-            return {"loss_fn": distillation(teacher(seed), temperature=temperature, alpha=alpha)}
-
-        results[name] = stage.run_variant(name, seed_hooks=hooks)
-        stage.annotate(name, temperature=temperature, alpha=alpha, teacher=f"{teacher_stage}/{teacher_variant}")
+        results[name] = stage.run_variant(name, seed_hooks=distillation_hooks(teacher, temperature=temperature,
+                                                                                alpha=alpha))
+        stage.annotate(name, temperature=temperature, alpha=alpha, teacher=teacher_name)
     return results
 
 
-def stage_augmentation(stage: Stage, names: Sequence[str]) -> BatchTransform | None:
-    """The augmentation stage's ``batch_transform`` for ``names`` (None for none), with its settings."""
+def stage_augmentation(stage: Stage, names: Sequence[str], settings=None) -> BatchTransform | None:
+    """The augmentation stage's ``batch_transform`` for ``names`` (None for none), with its settings
+    (``settings``: an :class:`~resnet_review.config.AugmentationParams`, default the stage's own)."""
     if not names:
         return None
-    c = stage.config
+    c = settings or stage.config
     return augmentation(names, num_classes=stage.splits.train.num_classes, mean=MEAN, std=STD,
                         randaugment_ops=c.randaugment_ops, randaugment_magnitude=c.randaugment_magnitude,
                         mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
