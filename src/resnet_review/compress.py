@@ -305,13 +305,63 @@ def training_batches(train, batch_size: int, count: int, seed: int) -> list[Batc
     return out
 
 
+def prune_run(stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
+              splits=None, taylor_batches: int = 4, round_to: int | None = None, **run_kwargs):
+    """:meth:`~resnet_review.experiment.Stage.run` of ``source(seed)`` pruned to ``target`` (a
+    :class:`~resnet_review.config.PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
+    (default the stage's), with what the pruning achieved (sparsity; MACs and parameters removed)
+    written beside its metrics. ``run_kwargs`` go to ``Stage.run`` (recipe, hooks)."""
+    splits = splits or stage.splits
+    example = tuple(x[:1] for x in splits.train.inputs)
+    reports: list[PruneReport] = []
+
+    def build(seed: int) -> nn.Module:
+        model = source(seed)
+        if target.method == "unstructured":
+            return prune_unstructured(model, target.amount)
+        batches = (training_batches(splits.train, stage.budget.batch_size, taylor_batches, seed)
+                   if target.importance == "taylor" else None)
+        reports.append(prune_structured(model, example, target.amount, importance=target.importance,
+                                        batches=batches, round_to=round_to))
+        return model
+
+    finalize = remove_masks if target.method == "unstructured" else None
+    result = stage.run(name, build, splits=splits, epochs=epochs, finalize=finalize,
+                       info=info | target.model_dump(), **run_kwargs)
+    achieved = {"weight_sparsity": sparsity(result.model)}
+    if reports:
+        achieved |= {"macs_reduction": sum(r.macs_reduction for r in reports) / len(reports),
+                     "params_reduction": sum(r.params_reduction for r in reports) / len(reports)}
+    stage.annotate(name, **achieved)
+    return result
+
+
+def int8_run(stage, name: str, build: Callable[[int], nn.Module], *, calibration_batches: int, info: dict,
+             splits=None):
+    """:meth:`~resnet_review.experiment.Stage.run` of ``build(seed)`` quantised to int8 after
+    training (0 epochs), calibrated on ``calibration_batches`` of that seed's training batches of
+    ``splits`` (default the stage's); the float model is kept for counting parameters and MACs."""
+    splits = splits or stage.splits
+    example = tuple(x[:1] for x in splits.train.inputs)
+    built: dict[str, int] = {}
+
+    def build_float(seed: int) -> nn.Module:
+        built["seed"] = seed  # the calibration batches depend on the seed
+        return build(seed)
+
+    def quantise(model: nn.Module) -> nn.Module:
+        batches = training_batches(splits.train, stage.budget.batch_size, calibration_batches, built["seed"])
+        return quantize_int8(model, example, [inputs for inputs, _ in batches])
+
+    return stage.run(name, build_float, splits=splits, epochs=0, info=info, finalize=quantise)
+
+
 def run_pruning(stage) -> dict:
     """Every ``targets`` entry of the stage's params (see :class:`~resnet_review.config.PruningParams`)
     and the control ``dense_finetuned``: per seed, the source stage's trained model, pruned, then
     fine-tuned by the one engine for the same epochs; evaluated and profiled like any variant."""
-    cfg, b, splits = stage.config, stage.budget, stage.splits
+    cfg, b = stage.config, stage.budget
     epochs = _epochs(b.epochs, cfg.finetune_epochs_scale)
-    example = tuple(x[:1] for x in splits.train.inputs)
 
     def source(seed: int) -> nn.Module:
         return stage.load_trained(cfg.source.stage, cfg.source.variant, seed, model=cfg.model)
@@ -320,27 +370,8 @@ def run_pruning(stage) -> dict:
     results = {"dense_finetuned": stage.run("dense_finetuned", source, epochs=epochs,
                                             info=base | {"method": "none", "amount": 0.0})}
     for name, target in cfg.targets.items():
-        reports: list[PruneReport] = []
-
-        def build(seed: int, target=target, reports=reports) -> nn.Module:
-            model = source(seed)
-            if target.method == "unstructured":
-                return prune_unstructured(model, target.amount)
-            batches = (training_batches(splits.train, b.batch_size, cfg.taylor_batches, seed)
-                       if target.importance == "taylor" else None)
-            reports.append(prune_structured(model, example, target.amount, importance=target.importance,
-                                            batches=batches, round_to=cfg.round_to))
-            return model
-
-        finalize = remove_masks if target.method == "unstructured" else None
-        result = stage.run(name, build, epochs=epochs, finalize=finalize,
-                           info=base | target.model_dump())
-        achieved = {"weight_sparsity": sparsity(result.model)}
-        if reports:
-            achieved |= {"macs_reduction": sum(r.macs_reduction for r in reports) / len(reports),
-                         "params_reduction": sum(r.params_reduction for r in reports) / len(reports)}
-        stage.annotate(name, **achieved)
-        results[name] = result
+        results[name] = prune_run(stage, name, source, target, epochs=epochs, info=base,
+                                  taylor_batches=cfg.taylor_batches, round_to=cfg.round_to)
     return results
 
 
@@ -355,24 +386,10 @@ def run_quantisation(stage) -> dict:
     def source(seed: int) -> nn.Module:
         return stage.load_trained(cfg.source.stage, cfg.source.variant, seed, model=cfg.model)
 
-    def calibrate(seed: int) -> Callable[[nn.Module], nn.Module]:
-        batches = [inputs for inputs, _ in training_batches(splits.train, b.batch_size, cfg.calibration_batches, seed)]
-        return lambda model: quantize_int8(model, example, batches)
-
-    def int8_run(name: str, build: Callable[[int], nn.Module], info: dict):
-        # the calibration batches depend on the seed: quantise inside the builder, keep fp32 for counting
-        built: dict[int, nn.Module] = {}
-
-        def build_float(seed: int) -> nn.Module:
-            built["seed"] = seed
-            return build(seed)
-
-        return stage.run(name, build_float, epochs=0, info=info,
-                         finalize=lambda model: calibrate(built["seed"])(model))
-
     info = {"source": f"{cfg.source.stage}/{cfg.source.variant}"}
     results = {"fp32": stage.run("fp32", source, epochs=0, save_weights=False, info=info | {"precision": "fp32"})}
-    results["int8_ptq"] = int8_run("int8_ptq", source, info | {"precision": "int8", "method": "ptq"})
+    results["int8_ptq"] = int8_run(stage, "int8_ptq", source, calibration_batches=cfg.calibration_batches,
+                                   info=info | {"precision": "int8", "method": "ptq"})
     qat_epochs = _epochs(b.epochs, cfg.qat_epochs_scale)
     if qat_epochs:
         results["int8_qat"] = stage.run("int8_qat", lambda seed: prepare_qat(source(seed), example), epochs=qat_epochs,
@@ -388,5 +405,7 @@ def run_quantisation(stage) -> dict:
         pinfo = {"source": f"{pruned.stage}/{pruned.variant}"}
         results["pruned_fp32"] = stage.run("pruned_fp32", pruned_source, epochs=0, save_weights=False,
                                            info=pinfo | {"precision": "fp32"})
-        results["pruned_int8"] = int8_run("pruned_int8", pruned_source, pinfo | {"precision": "int8", "method": "ptq"})
+        results["pruned_int8"] = int8_run(stage, "pruned_int8", pruned_source,
+                                          calibration_batches=cfg.calibration_batches,
+                                          info=pinfo | {"precision": "int8", "method": "ptq"})
     return results
