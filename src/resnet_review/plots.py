@@ -101,15 +101,39 @@ def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
     """Accuracy (mean with 95% CI bars) against each cost, one point per stage variant."""
     fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.8), squeeze=False, sharey=True)
     for ax, cost in zip(axes[0], costs):
-        data = table.dropna(subset=[cost, f"{y}_mean"])
-        lo = (data[f"{y}_mean"] - data[f"{y}_ci_low"]).fillna(0)
-        hi = (data[f"{y}_ci_high"] - data[f"{y}_mean"]).fillna(0)
-        ax.errorbar(data[cost], data[f"{y}_mean"], yerr=[lo, hi], fmt="o", capsize=3)
-        for _, row in data.iterrows():
-            ax.annotate(row[label], (row[cost], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+        _points(ax, table.dropna(subset=[cost, f"{y}_mean"]), cost, y, label)
         ax.set_xlabel(COST_LABELS.get(cost, cost))
     axes[0][0].set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def _points(ax, data: pd.DataFrame, x: str, y: str, names: str, **style) -> None:
+    """``y``'s mean with 95% CI bars against ``x``, each point labelled with its ``names`` column."""
+    lo = (data[f"{y}_mean"] - data[f"{y}_ci_low"]).fillna(0)
+    hi = (data[f"{y}_ci_high"] - data[f"{y}_mean"]).fillna(0)
+    ax.errorbar(data[x], data[f"{y}_mean"], yerr=[lo, hi], fmt="o", capsize=3, **style)
+    for _, row in data.iterrows():
+        ax.annotate(row[names], (row[x], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+
+
+def pareto(table: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc", label: str = "label",
+           front: str = "pareto", logx: bool = True):
+    """``y`` (mean, 95% CI over seeds) against the cost ``x`` (``logx``: on a log axis, as costs
+    of models span orders of magnitude), the rows of the boolean column ``front`` (see
+    :func:`resnet_review.report.pareto_front`) highlighted and joined: no other point is both
+    cheaper and more accurate than one of them."""
+    data = table.dropna(subset=[x, f"{y}_mean"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _points(ax, data[~data[front]], x, y, label, color="0.6", label="dominated")
+    best = data[data[front]].sort_values(x)
+    _points(ax, best, x, y, label, color="C3", label="Pareto front")
+    ax.step(best[x], best[f"{y}_mean"], where="post", color="C3", ls="--", lw=1)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(COST_LABELS.get(x, x) + " (lower is better)")
+    ax.set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -77,6 +77,17 @@ def relative_costs(table: pd.DataFrame, reference: str, label: str = "label") ->
     return out.round(2)
 
 
+def pareto_front(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Whether each row is on the Pareto front of lower ``x`` (a cost, e.g. latency) and higher
+    ``y`` (e.g. mean accuracy): True where no other row is at least as good in both and better in
+    one. Equal points are kept together; a row missing either value is never on the front."""
+    xs, ys = frame[x].to_numpy(dtype=float), frame[y].to_numpy(dtype=float)
+    known = ~(pd.isna(xs) | pd.isna(ys))
+    front = [bool(ok) and not (known & (xs <= xv) & (ys >= yv) & ((xs < xv) | (ys > yv))).any()
+             for ok, xv, yv in zip(known, xs, ys)]
+    return pd.Series(front, index=frame.index, name="pareto")
+
+
 def collect_claims(stages_dir: str | Path) -> pd.DataFrame:
     """Every claim the stages tested (``claims`` in their metrics.json, see Stage.claim): the
     review's words, the comparison, the paired effect with its 95% CI and the verdict."""
