@@ -55,6 +55,7 @@ def test_update_readme_fills_the_marked_sections_only(tmp_path):
     out = tmp_path / "reports" / "report"
     out.mkdir(parents=True)
     (out / "master_table.md").write_text("| stage |\n|---|\n| baseline |\n")
+    (out / "pareto_front.md").write_text("| model | CPU ms |\n|---|---|\n| wide_deep/resnet18 | 4.0 |\n")
     (out / "table1.md").write_text("| source | measured here |\n|---|---|\n| K He et al. | x2.2 training time |\n")
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"device": "cpu", "threads": 2, "torch": "2.14", "model": "resnet50", "batch_size": 128,
@@ -63,6 +64,7 @@ def test_update_readme_fills_the_marked_sections_only(tmp_path):
     report.update_readme(readme, out, bench)
     text = readme.read_text()
     assert "old" not in text and "| baseline |" in text and "| K He et al. | x2.2 training time |" in text
+    assert text.index("| wide_deep/resnet18 | 4.0 |") < text.index("| baseline |")  # the headline comes first
     assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
     assert "**1.010×**" in text and "meets both goals" in text
 
@@ -150,3 +152,28 @@ def test_table1_logged_by_a_stage_is_written_by_the_report(tmp_path):
     paths = report.write_tables(report.collect(stages), tmp_path / "report", table1=table1)
     text = paths["table1_md"].read_text()
     assert "H Jabnouni et al." in text and "0.41 at 8 px" in text and "limitations" not in text
+
+
+def test_only_rows_under_the_profiles_own_budget_are_compared_and_the_front_is_cheapest_first(tmp_path):
+    stages = tmp_path / "stages"
+    budget = {"train_size": 2500, "img_size": 28, "epochs": 2}
+
+    def block(acc, ms, **info):
+        return {"test_acc": {"mean": acc, "ci_low": acc - 0.01, "ci_high": acc + 0.01}, "latency_cpu_b1_ms": ms,
+                "params_m": 10.0, **info}
+
+    variants = {"resnet50": block(0.74, 12.0), "resnet18": block(0.78, 4.0),
+                "slow_worse": block(0.70, 30.0), "fast_best": block(0.80, 3.0, train_images=2500, img_size=28),
+                "low_data": block(0.95, 1.0, train_images=250, epochs=10),
+                "at_14px": block(0.95, 1.0, img_size=14), "two_halves": block(0.95, 1.0, view="pair"),
+                "teacher": block(0.95, 1.0, epochs=4), "target_task": block(0.95, 1.0, task="target")}
+    (stages / "mixed").mkdir(parents=True)
+    (stages / "mixed" / "metrics.json").write_text(json.dumps({"profile": "cpu", "budget": budget, **variants}))
+    kept = report.comparable(report.collect(stages))
+    assert sorted(kept["variant"]) == ["fast_best", "resnet18", "resnet50", "slow_worse"]
+    table = report.pareto_table(kept)
+    assert list(table["model"]) == ["mixed/fast_best"]  # cheaper and more accurate than every other row
+    kept.loc[kept["variant"] == "resnet18", "latency_cpu_b1_ms"] = 2.0  # now the cheapest, less accurate
+    table = report.pareto_table(kept)
+    assert list(table["model"]) == ["mixed/resnet18", "mixed/fast_best"]
+    assert table.iloc[1]["test accuracy (95% CI)"] == "0.8000 ± 0.0100"

@@ -14,16 +14,9 @@ from torch import nn
 
 from .data import TensorData
 from .evaluate import EvalResult
+from .report import COST_LABELS
 
 sns.set_theme(context="notebook", style="whitegrid")
-
-COST_LABELS = {"gmacs": "GMACs per image", "latency_cpu_b1_ms": "CPU latency, batch 1 (ms)",
-               "latency_cpu_b32_ms": "CPU latency, batch 32 (ms)", "params_m": "parameters (M)",
-               "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)",
-               "train_time_s_mean": "training time per seed (s)",
-               "latency_same_run_cpu_b1_ms": "CPU latency, batch 1 (ms, side by side)",
-               "latency_same_run_cpu_b32_ms": "CPU latency, batch 32 (ms, side by side)"}
-
 
 def history_frame(results) -> pd.DataFrame:
     """Per-epoch history of every seed of one or more variants, long format."""

@@ -57,8 +57,17 @@ def collect(stages_dir: str | Path, stages: list[str] | None = None) -> pd.DataF
             if isinstance(block, dict) and isinstance(block.get("test_acc"), dict):
                 rows.append({"stage": path.parent.name, "variant": variant, "label": f"{path.parent.name}/{variant}",
                              "profile": data.get("profile", "?"), "train_images": budget.get("train_size", math.nan),
+                             **{f"budget_{k}": budget.get(k, math.nan) for k in ("train_size", "img_size", "epochs")},
                              **_flatten(block)})
     return pd.DataFrame(rows)
+
+
+COST_LABELS = {"gmacs": "GMACs per image", "latency_cpu_b1_ms": "CPU latency, batch 1 (ms)",
+               "latency_cpu_b32_ms": "CPU latency, batch 32 (ms)", "params_m": "parameters (M)",
+               "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)",
+               "train_time_s_mean": "training time per seed (s)",
+               "latency_same_run_cpu_b1_ms": "CPU latency, batch 1 (ms, side by side)",
+               "latency_same_run_cpu_b32_ms": "CPU latency, batch 32 (ms, side by side)"}
 
 
 COST_COLUMNS = ("params_m", "gmacs", "latency_cpu_b1_ms", "latency_cpu_b32_ms", "train_time_s_mean",
@@ -75,6 +84,33 @@ def relative_costs(table: pd.DataFrame, reference: str, label: str = "label") ->
     out = pd.DataFrame({c: (table[c] / ref[c]).to_numpy() for c in columns})
     out.index = pd.Index(table[label], name=f"cost as a multiple of {reference}'s")
     return out.round(2)
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows trained under the profile's own budget — all ten classes, every training image,
+    the profile's epochs and input size, whole images — whose accuracies can be set side by side
+    (a low-data, low-resolution, longer-trained or 5-class variant answers another question)."""
+    if frame.empty:
+        return frame
+    def same(column: str, budget: str | None = None, value=None):
+        if column not in frame:
+            return pd.Series(True, index=frame.index)
+        expected = frame[budget] if budget else value
+        return frame[column].isna() | (frame[column] == expected)
+    keep = (same("train_images", "budget_train_size") & same("img_size", "budget_img_size")
+            & same("epochs", "budget_epochs") & same("view", value="image"))
+    if "task" in frame:
+        keep &= frame["task"].isna()
+    return frame[keep]
+
+
+def pareto_table(frame: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc") -> pd.DataFrame:
+    """The models on the Pareto front of ``frame`` (lower ``x``, higher mean ``y``), cheapest
+    first, formatted: the headline table of the report and the README."""
+    front = frame[pareto_front(frame, x, f"{y}_mean")].sort_values(x)
+    return pd.DataFrame({"model": front["label"], COST_LABELS.get(x, x): front[x].map("{:.1f}".format),
+                         "test accuracy (95% CI)": [_fmt(row, y, "ci") for _, row in front.iterrows()],
+                         "params (M)": front["params_m"].map("{:.1f}".format) if "params_m" in front else ""})
 
 
 def pareto_front(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
@@ -261,7 +297,15 @@ def update_readme(readme: str | Path, report_dir: str | Path, benchmark: str | P
     text = readme.read_text(encoding="utf-8")
     table = (report_dir / "master_table.md").read_text(encoding="utf-8")
     figure = report_dir / "figures" / "accuracy_vs_cost.png"
-    body = table
+    body = ""
+    front, front_figure = report_dir / "pareto_front.md", report_dir / "figures" / "pareto_front.png"
+    if front.is_file():  # the headline: which models no other beats on both accuracy and CPU latency
+        body += ("Models on the accuracy / CPU-latency Pareto front (trained under the profile's own budget; "
+                 "no other model is both faster and more accurate):\n\n" + front.read_text(encoding="utf-8"))
+        if front_figure.is_file():
+            body += f"\n![accuracy against CPU latency]({os.path.relpath(front_figure, readme.parent)})\n"
+        body += "\nEvery stage and variant:\n\n"
+    body += table
     if figure.is_file():
         body += f"\n![accuracy against cost]({os.path.relpath(figure, readme.parent)})\n"
     claims = report_dir / "claims.md"
