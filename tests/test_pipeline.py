@@ -59,9 +59,11 @@ def project(tmp_path_factory):
     # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
     # links them instead of holding a second copy, and the copy goes once the module's tests are done
     sh("dvc config --local cache.type hardlink,copy", dest)
-    log = sh("dvc repro", dest)
-    yield dest, log
-    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        log = sh("dvc repro", dest, timeout=2700)  # ~20 stages of a minute or so each under smoke
+        yield dest, log
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 def test_repro_writes_real_metrics(project):
