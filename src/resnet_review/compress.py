@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from .config import scaled_epochs
 from .profiling import count_flops, count_params
 
 Importance = Literal["magnitude", "taylor"]
@@ -286,10 +287,6 @@ def model_bytes(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- stage glue
-def _epochs(budget_epochs: int, scale: float) -> int:
-    return 0 if scale == 0 else max(1, round(budget_epochs * scale))
-
-
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
 
@@ -361,7 +358,7 @@ def run_pruning(stage) -> dict:
     and the control ``dense_finetuned``: per seed, the source stage's trained model, pruned, then
     fine-tuned by the one engine for the same epochs; evaluated and profiled like any variant."""
     cfg, b = stage.config, stage.budget
-    epochs = _epochs(b.epochs, cfg.finetune_epochs_scale)
+    epochs = scaled_epochs(b.epochs, cfg.finetune_epochs_scale)
 
     def source(seed: int) -> nn.Module:
         return stage.load_trained(cfg.source.stage, cfg.source.variant, seed, model=cfg.model)
@@ -390,7 +387,7 @@ def run_quantisation(stage) -> dict:
     results = {"fp32": stage.run("fp32", source, epochs=0, save_weights=False, info=info | {"precision": "fp32"})}
     results["int8_ptq"] = int8_run(stage, "int8_ptq", source, calibration_batches=cfg.calibration_batches,
                                    info=info | {"precision": "int8", "method": "ptq"})
-    qat_epochs = _epochs(b.epochs, cfg.qat_epochs_scale)
+    qat_epochs = scaled_epochs(b.epochs, cfg.qat_epochs_scale)
     if qat_epochs:
         results["int8_qat"] = stage.run("int8_qat", lambda seed: prepare_qat(source(seed), example), epochs=qat_epochs,
                                         finalize=convert_int8,

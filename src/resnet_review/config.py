@@ -34,6 +34,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def scaled_epochs(epochs: int, scale: float) -> int:
+    """``epochs`` times ``scale``, rounded, at least 1 — or 0 when ``scale`` is 0 (a step that is
+    switched off, e.g. no quantisation-aware fine-tuning)."""
+    return 0 if scale == 0 else max(1, round(epochs * scale))
+
+
 class Budget(_Strict):
     """What every technique gets under one profile: the same data, epochs and seeds."""
 

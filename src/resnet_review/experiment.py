@@ -34,7 +34,7 @@ from dvclive import Live
 from torch import nn
 
 from . import __version__
-from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params
+from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params, scaled_epochs
 from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, fit, seed_everything
 from .evaluate import EvalResult, evaluate
@@ -429,7 +429,7 @@ class Stage:
                            f"(variants: {', '.join(self.config.variants) or 'none'})")
         v = self.config.variants[name]
         splits = self.splits_for(v.train_fraction, v.img_size, v.view)
-        epochs = max(1, round(self.budget.epochs * v.epochs_scale))
+        epochs = self.variant_epochs(name)
         info = {"model": v.model or self.config.model, "train_fraction": v.train_fraction,
                 "train_images": len(splits.train), "img_size": v.img_size or self.budget.img_size, "epochs": epochs,
                 "view": v.view}
@@ -462,10 +462,19 @@ class Stage:
         return log
 
     # ------------------------------------------------------------------ comparisons
+    def variant_epochs(self, name: str) -> int:
+        """The epochs variant ``name`` trains for: the profile's, times its ``epochs_scale``."""
+        return scaled_epochs(self.budget.epochs, self.config.variants[name].epochs_scale)
+
     def reference(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, list[float]]:
         """Per-seed results of another stage's variant (by default the baseline), read from its
         metrics.json beside this stage's: the control a technique is compared with, without
         retraining it."""
+        return self.reference_block(stage, variant)["per_seed"]
+
+    def reference_block(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, Any]:
+        """Everything another stage's metrics.json holds for ``variant`` (per-seed results, its
+        data and epochs, its profile), after checking it ran under this profile and budget."""
         path = self.out_dir.parent / stage / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
@@ -480,7 +489,7 @@ class Stage:
             changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise ValueError(f"{path} was produced with another '{self.params.profile}' budget (differs in "
                              f"{', '.join(changed)}); re-run `dvc repro {stage}` so both use the same one")
-        return data[variant]["per_seed"]
+        return data[variant]
 
     def effect(self, result: Comparable, control: Comparable | None, metric: str = "test_acc",
                expected_sign: int = +1, margin: float = 0.0) -> tuple[Estimate, str]:

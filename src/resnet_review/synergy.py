@@ -18,7 +18,6 @@ stage's ResNet50 on 10% for 5x the epochs), read, not retrained, as the cell wit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import pandas as pd
 from torch import nn
 
 from .compress import int8_run, load_compressed, prune_run
-from .config import ParamsError
+from .config import ParamsError, scaled_epochs
 from .experiment import Comparable, SeedSeries, VariantResult, per_seed
 from .report import pareto_front
 from .stats import VERDICTS, Estimate, verdict
@@ -49,23 +48,17 @@ def combination(interaction: Estimate, both_minus_best: Estimate) -> str:
     return COMBINATIONS[3] if verdict(both_minus_best, +1) == VERDICTS[1] else COMBINATIONS[2]
 
 
-def _epochs(stage, name: str) -> int:
-    """The epochs :meth:`~resnet_review.experiment.Stage.run_variant` trains variant ``name`` for."""
-    return max(1, round(stage.budget.epochs * stage.config.variants[name].epochs_scale))
-
-
 def check_control(stage) -> dict[str, list[float]]:
     """The control's per-seed results, after checking that it ran under this budget and that
     every cell of this profile trains on its share of the images, for its epochs, at its input
     size: a :class:`~resnet_review.config.ParamsError` naming the cells' keys otherwise."""
     c = stage.config.control
-    control = stage.reference(c.stage, c.variant)  # same profile and budget, or a clear error
-    block = json.loads((stage.out_dir.parent / c.stage / "metrics.json").read_text())[c.variant]
+    block = stage.reference_block(c.stage, c.variant)  # same profile and budget, or a clear error
     problems = []
     for name in stage.variant_names():
         v = stage.config.variants[name]
         cell = {"train_fraction": (v.train_fraction, "train_fraction"),
-                "epochs": (_epochs(stage, name), "epochs_scale"),
+                "epochs": (stage.variant_epochs(name), "epochs_scale"),
                 "img_size": (v.img_size or stage.budget.img_size, "img_size")}
         for key, (mine, setting) in cell.items():
             theirs = block.get(key, stage.budget.img_size if key == "img_size" else None)
@@ -75,7 +68,7 @@ def check_control(stage) -> dict[str, list[float]]:
     if problems:
         raise ParamsError(f"the cells of '{stage.name}' must share the data regime of their control "
                           f"({stage.name}.control):\n" + "\n".join(problems))
-    return control
+    return block["per_seed"]
 
 
 def techniques(stage, name: str | None) -> list[str]:
@@ -180,7 +173,7 @@ def compress_cell(stage, teacher) -> dict[str, VariantResult]:
                                            calibration_batches=cfg.calibration_batches,
                                            info=info | {"precision": "int8", "method": "ptq"})}
     pruned = f"{source_name}_pruned{cfg.prune.amount * 100:.0f}"
-    epochs = max(1, round(_epochs(stage, source_name) * cfg.finetune_epochs_scale))
+    epochs = scaled_epochs(stage.variant_epochs(source_name), cfg.finetune_epochs_scale)
     recipe = v.recipe(stage.recipe).model_copy(update=cfg.train)
     out[pruned] = prune_run(stage, pruned, source, cfg.prune, epochs=epochs, splits=splits, recipe=recipe,
                             info=info | {"finetune_epochs": epochs}, taylor_batches=cfg.taylor_batches,

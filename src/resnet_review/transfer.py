@@ -33,6 +33,7 @@ import torch
 from timm.utils.model import freeze as timm_freeze
 from torch import nn
 
+from .config import scaled_epochs
 from .data import Splits, TensorData, stratified_subset
 from .models import CheckpointError, load_pretrained
 
@@ -165,7 +166,7 @@ def run_transfer(stage) -> dict:
     for fraction_name, fraction in cfg.fractions.items():
         train = take_fraction(target.train, fraction.train_fraction, b.data_seed)
         splits = Splits(train, target.val, target.test)
-        epochs = max(1, round(b.epochs * fraction.epochs_scale))
+        epochs = scaled_epochs(b.epochs, fraction.epochs_scale)
         for method in cfg.methods:
             name = f"{method}_{fraction_name}"
             if name not in selected:
