@@ -96,10 +96,15 @@ def test_compression_sections_and_variant_profiles_are_checked(raw):
         r["pruning"]["targets"]["x"] = {"method": "random", "amount": 1.5}
         r["quantisation"]["calibration_batches"] = 0
         r["swish"]["variants"]["gelu"]["profiles"] = ["laptop"]
+        r["pruning"]["targets"]["magnitude_50"]["profiles"] = ["cuda"]
     msg = error_for(raw, bad)
     for key in ("pruning.targets.x.method", "pruning.targets.x.amount", "quantisation.calibration_batches",
-                "swish.variants.gelu.profiles"):
+                "swish.variants.gelu.profiles", "pruning.targets.magnitude_50.profiles"):
         assert key in msg, msg
     params = validate_params(raw)
     assert params.stage("pruning").targets["taylor_50"].importance == "taylor"
     assert params.stage("swish").variants["gelu"].profiles == ["gpu"]
+    pruning = params.stage("pruning")
+    assert list(pruning.targets_under("gpu")) == list(pruning.targets)
+    assert "taylor_50" in pruning.targets_under("smoke") and "magnitude_25" not in pruning.targets_under("smoke")
+    assert "taylor_50" not in pruning.targets_under("cpu") and "magnitude_50" in pruning.targets_under("cpu")

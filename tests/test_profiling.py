@@ -20,7 +20,7 @@ def test_resnet18_matches_its_published_size():
 def test_profile_of_the_baseline_is_complete_and_leaves_the_model_alone():
     model = build_model("resnet50", num_classes=10, in_chans=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    prof = profile_model(model, [(1, 28, 28)], repeats=2, cuda=False)
+    prof = profile_model(model, [(1, 28, 28)], repeats=5, cuda=False)  # medians robust to a busy machine
     assert prof.params == 23_522_250
     assert prof.macs == prof.flops // 2 and 0.07e9 < prof.macs < 0.09e9
     assert set(prof.latency_ms) == {"cpu_b1", "cpu_b32"}

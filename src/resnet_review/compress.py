@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -366,7 +367,11 @@ def run_pruning(stage) -> dict:
     base = {"source": f"{cfg.source.stage}/{cfg.source.variant}", "finetune_epochs": epochs}
     results = {"dense_finetuned": stage.run("dense_finetuned", source, epochs=epochs,
                                             info=base | {"method": "none", "amount": 0.0})}
-    for name, target in cfg.targets.items():
+    targets = cfg.targets_under(stage.params.profile)
+    if skipped := sorted(set(cfg.targets) - set(targets)):
+        print(f"stage '{stage.name}': targets {skipped} do not run under profile '{stage.params.profile}'",
+              file=sys.stderr)
+    for name, target in targets.items():
         results[name] = prune_run(stage, name, source, target, epochs=epochs, info=base,
                                   taylor_batches=cfg.taylor_batches, round_to=cfg.round_to)
     return results

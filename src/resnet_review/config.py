@@ -252,6 +252,8 @@ class PruneTarget(_Strict):
     method: Literal["structured", "unstructured"] = "structured"
     amount: float = Field(gt=0, lt=1, description="MACs removed (structured) or weights zeroed (unstructured)")
     importance: Literal["magnitude", "taylor"] = "magnitude"
+    profiles: list[Literal["smoke", "cpu", "gpu"]] | None = Field(
+        None, description="the profiles this target runs under (default: all), as for a stage's variants")
 
 
 class PruningParams(StageParams):
@@ -261,6 +263,10 @@ class PruningParams(StageParams):
     taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
     round_to: int | None = Field(None, gt=0, description="keep channel counts multiples of this")
     targets: dict[str, PruneTarget] = Field(default_factory=dict)
+
+    def targets_under(self, profile: str) -> dict[str, PruneTarget]:
+        """The targets that run under ``profile``, in params order."""
+        return {n: t for n, t in self.targets.items() if t.profiles is None or profile in t.profiles}
 
 
 class QuantisationParams(StageParams):
