@@ -3,6 +3,8 @@ and survive a save/reload with weights_only=True."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from resnet_review.config import Recipe
 from resnet_review.engine import fit
 from resnet_review.evaluate import predict
 from resnet_review.models import build_model
-from resnet_review.profiling import count_flops, count_params
+from resnet_review.profiling import count_flops, count_params, is_quantized
 from resnet_review.stats import Estimate, verdict
 from resnet_review.storage import atomic_save
 
@@ -82,7 +84,7 @@ def test_structurally_pruned_model_reloads_with_the_same_outputs(tmp_path, train
 def test_int8_predictions_agree_with_fp32_on_real_images(trained_resnet18, small_splits):
     calibration = [(small_splits.train.inputs[0][i:i + 64],) for i in range(0, 512, 64)]
     int8 = compress.quantize_int8(trained_resnet18, EXAMPLE, calibration)
-    assert compress.is_quantized(int8) and not compress.is_quantized(trained_resnet18)
+    assert is_quantized(int8) and not is_quantized(trained_resnet18)
     fp32_pred = predict(trained_resnet18, small_splits.test).argmax(1)
     int8_pred = predict(int8, small_splits.test).argmax(1)
     accuracy = fp32_pred.eq(small_splits.test.targets).float().mean()
@@ -107,7 +109,7 @@ def test_quantisation_aware_training_converts_to_int8(trained_resnet18, small_sp
     fit(qat, small_splits.train.take(torch.arange(256)), None, recipe=Recipe(lr=0.001, warmup_epochs=0), epochs=1,
         batch_size=64, progress=False)
     int8 = compress.convert_int8(qat)
-    assert compress.is_quantized(int8)
+    assert is_quantized(int8)
     agree = predict(int8, small_splits.test).argmax(1).eq(predict(trained_resnet18, small_splits.test).argmax(1))
     assert agree.float().mean() > 0.8
 
@@ -132,3 +134,29 @@ def _copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_quantisation_checks_every_source_before_it_runs_anything(paths, tmp_path, monkeypatch):
+    """A ``pruned_source`` the pruning stage does not produce under this profile (a gpu-only
+    target) fails when the stage opens, naming what the pruning stage has, not after the
+    fp32, PTQ and QAT runs of the unpruned model."""
+    from test_training import tiny_stages
+
+    stages = tiny_stages(paths, tmp_path, pruning={"targets": {
+                             "m50": {"amount": 0.5}, "m25": {"amount": 0.25, "profiles": ["gpu"]}}},
+                         quantisation={"pruned_source": {"stage": "pruning", "variant": "m25"}})
+    quant = stages["quantisation"]
+    for stage, variant in (("baseline", "resnet50"), ("pruning", "m50")):
+        folder = tmp_path / "stages" / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(
+            {"profile": "smoke", variant: {"per_seed": {"seed": [0, 1], "test_acc": [0.5, 0.5]}}}))
+        for seed in (0, 1):
+            atomic_save(resnet().state_dict(), tmp_path / "models" / stage / variant / f"seed{seed}.pt")
+    monkeypatch.setattr(quant, "run", lambda *a, **k: pytest.fail("a model ran before the sources were checked"))
+    with pytest.raises(KeyError, match=r"no per-seed results for variant 'm25' \(it has \['m50'\]\)"):
+        compress.run_quantisation(quant)
+    assert not (tmp_path / "stages" / "quantisation" / "metrics.json").exists()
+    (tmp_path / "models" / "baseline" / "resnet50" / "seed1.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no weights of 'resnet50' for seed 1"):
+        compress.run_quantisation(quant)

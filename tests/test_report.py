@@ -177,3 +177,30 @@ def test_only_rows_under_the_profiles_own_budget_are_compared_and_the_front_is_c
     table = report.pareto_table(kept)
     assert list(table["model"]) == ["mixed/resnet18", "mixed/fast_best"]
     assert table.iloc[1]["test accuracy (95% CI)"] == "0.8000 ± 0.0100"
+
+
+def test_figures_of_many_models_stay_legible():
+    """The report's figures hold every stage's models: the cost figure colours them by stage
+    instead of labelling each point, the Pareto figure labels its front only; a stage's own
+    few variants are labelled one by one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from resnet_review import plots
+
+    rows = [{"label": f"stage{i % 3}/v{i}", "test_acc_mean": 0.5 + i / 100, "test_acc_ci_low": 0.45 + i / 100,
+             "test_acc_ci_high": 0.55 + i / 100, "gmacs": 0.1 * (i + 1), "latency_cpu_b1_ms": 30.0 - i,
+             "params_m": 1.0 + i} for i in range(20)]
+    many = pd.DataFrame(rows)
+    fig = plots.cost_tradeoff(many)
+    assert all(not ax.texts for ax in fig.axes)
+    legend = fig.axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["stage0", "stage1", "stage2"]
+    fig = plots.cost_tradeoff(many.head(5))
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == sorted(many.head(5)["label"])
+    # the last row is the fastest and the most accurate: the front alone, and alone labelled
+    fig = plots.pareto(many.assign(pareto=report.pareto_front(many, "latency_cpu_b1_ms", "test_acc_mean")))
+    assert [t.get_text() for t in fig.axes[0].texts] == ["stage1/v19"]
+    assert "dominated (19)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -205,10 +205,6 @@ def convert_int8(qat_model: nn.Module) -> nn.Module:
     return _fx().convert_fx(copy.deepcopy(qat_model).cpu().eval())
 
 
-def is_quantized(model: nn.Module) -> bool:
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-
-
 # ------------------------------------------------------------------------------ save/load
 def _weight_shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
     """``{module name: weight shape}`` of a float, quantised or packed (int8 linear) state dict."""
@@ -364,6 +360,7 @@ def run_pruning(stage) -> dict:
     def source(seed: int) -> nn.Module:
         return stage.load_trained(cfg.source.stage, cfg.source.variant, seed, model=cfg.model)
 
+    stage.require_checkpoints(cfg.source.stage, cfg.source.variant)
     base = {"source": f"{cfg.source.stage}/{cfg.source.variant}", "finetune_epochs": epochs}
     results = {"dense_finetuned": stage.run("dense_finetuned", source, epochs=epochs,
                                             info=base | {"method": "none", "amount": 0.0})}
@@ -388,6 +385,9 @@ def run_quantisation(stage) -> dict:
     def source(seed: int) -> nn.Module:
         return stage.load_trained(cfg.source.stage, cfg.source.variant, seed, model=cfg.model)
 
+    for src in (cfg.source, cfg.pruned_source):  # every input weight exists before the first run
+        if src is not None:
+            stage.require_checkpoints(src.stage, src.variant)
     info = {"source": f"{cfg.source.stage}/{cfg.source.variant}"}
     results = {"fp32": stage.run("fp32", source, epochs=0, save_weights=False, info=info | {"precision": "fp32"})}
     results["int8_ptq"] = int8_run(stage, "int8_ptq", source, calibration_batches=cfg.calibration_batches,

@@ -371,6 +371,11 @@ class Stage:
                                     f"run `dvc repro {stage}` first")
         return path
 
+    def require_checkpoints(self, stage: str, variant: str) -> list[Path]:
+        """:meth:`checkpoint` of every seed of the budget: a stage that builds on another stage's
+        weights calls it before it trains anything, so a missing or mismatched source fails at once."""
+        return [self.checkpoint(stage, variant, seed) for seed in self.budget.seeds]
+
     def load_trained(self, stage: str = "baseline", variant: str = "resnet50", seed: int = 0, *,
                      model: str | None = None, **kwargs) -> nn.Module:
         """A fresh model (``model``/``kwargs`` as in :meth:`model_factory`) holding another stage's
@@ -472,15 +477,25 @@ class Stage:
         retraining it."""
         return self.reference_block(stage, variant)["per_seed"]
 
-    def reference_block(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, Any]:
-        """Everything another stage's metrics.json holds for ``variant`` (per-seed results, its
-        data and epochs, its profile), after checking it ran under this profile and budget."""
+    def stage_metrics(self, stage: str) -> tuple[Path, dict[str, Any]]:
+        """Path and content of another stage's metrics.json beside this stage's, or a clear error."""
         path = self.out_dir.parent / stage / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
-        data = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
+
+    def trained_variants(self, stage: str) -> list[str]:
+        """The variants another stage holds per-seed results of, in its metrics.json's order."""
+        return [k for k, v in self.stage_metrics(stage)[1].items() if isinstance(v, dict) and "per_seed" in v]
+
+    def reference_block(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, Any]:
+        """Everything another stage's metrics.json holds for ``variant`` (per-seed results, its
+        data and epochs, its profile), after checking it ran under this profile and budget."""
+        path, data = self.stage_metrics(stage)
         if variant not in data or "per_seed" not in data[variant]:
-            raise KeyError(f"{path} has no per-seed results for variant '{variant}'")
+            raise KeyError(f"{path} has no per-seed results for variant '{variant}' (it has "
+                           f"{self.trained_variants(stage)}); under profile '{self.params.profile}' "
+                           f"stage '{stage}' may not run it")
         if data.get("profile") != self.params.profile:
             raise ValueError(f"{path} was produced under profile '{data.get('profile')}', this stage runs "
                              f"'{self.params.profile}'; results of different budgets are not comparable")

@@ -90,35 +90,51 @@ def sample_grid(data: TensorData, per_class: int = 8, title: str = ""):
 
 
 def cost_tradeoff(table: pd.DataFrame, y: str = "test_acc",
-                  costs: Sequence[str] = ("gmacs", "latency_cpu_b1_ms", "params_m"), label: str = "label"):
-    """Accuracy (mean with 95% CI bars) against each cost, one point per stage variant."""
+                  costs: Sequence[str] = ("gmacs", "latency_cpu_b1_ms", "params_m"), label: str = "label",
+                  max_labels: int = 12):
+    """Accuracy (mean with 95% CI bars) against each cost, one point per stage variant; with
+    more than ``max_labels`` points (the report's every stage), points are coloured by the stage
+    (the part of ``label`` before '/') instead of labelled one by one."""
     fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.8), squeeze=False, sharey=True)
+    by_stage = len(table) > max_labels
+    groups = table.groupby(table[label].str.split("/").str[0], sort=False) if by_stage else [(None, table)]
     for ax, cost in zip(axes[0], costs):
-        _points(ax, table.dropna(subset=[cost, f"{y}_mean"]), cost, y, label)
+        for i, (stage, rows) in enumerate(groups):
+            _points(ax, rows.dropna(subset=[cost, f"{y}_mean"]), cost, y, None if by_stage else label,
+                    **({"color": f"C{i % 10}", "fmt": "osD^v"[i // 10 % 5], "label": stage} if by_stage else {}))
         ax.set_xlabel(COST_LABELS.get(cost, cost))
     axes[0][0].set_ylabel(f"{y.replace('_', ' ')} (mean, 95% CI over seeds)")
+    if by_stage:
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), title="stage", title_fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def _points(ax, data: pd.DataFrame, x: str, y: str, names: str, **style) -> None:
-    """``y``'s mean with 95% CI bars against ``x``, each point labelled with its ``names`` column."""
+def _points(ax, data: pd.DataFrame, x: str, y: str, names: str | None, **style) -> None:
+    """``y``'s mean with 95% CI bars against ``x``, each point labelled with its ``names`` column
+    (``None``: unlabelled)."""
     lo = (data[f"{y}_mean"] - data[f"{y}_ci_low"]).fillna(0)
     hi = (data[f"{y}_ci_high"] - data[f"{y}_mean"]).fillna(0)
-    ax.errorbar(data[x], data[f"{y}_mean"], yerr=[lo, hi], fmt="o", capsize=3, **style)
-    for _, row in data.iterrows():
-        ax.annotate(row[names], (row[x], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.errorbar(data[x], data[f"{y}_mean"], yerr=[lo, hi], fmt=style.pop("fmt", "o"), capsize=3, **style)
+    if names is None:
+        return
+    for i, (_, row) in enumerate(data.iterrows()):  # alternate above / below: neighbours stay legible
+        ax.annotate(row[names], (row[x], row[f"{y}_mean"]), fontsize=7, xytext=(4, 3 if i % 2 == 0 else -9),
+                    textcoords="offset points")
 
 
 def pareto(table: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc", label: str = "label",
-           front: str = "pareto", logx: bool = True):
+           front: str = "pareto", logx: bool = True, label_dominated: int = 12):
     """``y`` (mean, 95% CI over seeds) against the cost ``x`` (``logx``: on a log axis, as costs
     of models span orders of magnitude), the rows of the boolean column ``front`` (see
     :func:`resnet_review.report.pareto_front`) highlighted and joined: no other point is both
-    cheaper and more accurate than one of them."""
+    cheaper and more accurate than one of them. Dominated points are labelled only where there
+    are at most ``label_dominated`` of them (the table beside the figure names them all)."""
     data = table.dropna(subset=[x, f"{y}_mean"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    _points(ax, data[~data[front]], x, y, label, color="0.6", label="dominated")
+    dominated = data[~data[front]]
+    _points(ax, dominated, x, y, label if len(dominated) <= label_dominated else None, color="0.6",
+            label=f"dominated ({len(dominated)})")
     best = data[data[front]].sort_values(x)
     _points(ax, best, x, y, label, color="C3", label="Pareto front")
     ax.step(best[x], best[f"{y}_mean"], where="post", color="C3", ls="--", lw=1)

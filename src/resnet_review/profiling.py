@@ -210,6 +210,14 @@ def architecture_key(model: nn.Module) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def is_quantized(model: nn.Module) -> bool:
+    """Whether ``model`` is an int8 model (e.g. from FX ``convert_fx``): quantised modules or
+    quantised tensors in its state dict. Such a model runs on the CPU only and stays int8."""
+    quantized_modules = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    return (any(type(m).__module__.startswith(quantized_modules) for m in model.modules())
+            or any(isinstance(t, torch.Tensor) and t.is_quantized for t in model.state_dict().values()))
+
+
 def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batch_sizes: tuple[int, ...] = (1, 32),
                   memory_batch_size: int = 32, repeats: int = 20, cuda: bool | None = None,
                   memory: bool = True, count_model: nn.Module | None = None) -> ModelProfile:
@@ -223,7 +231,7 @@ def profile_model(model: nn.Module, input_shapes: list[tuple[int, ...]], *, batc
     """
     input_shapes = [tuple(s) for s in input_shapes]
     cpu_model = copy.deepcopy(model).cpu().eval()
-    quantized = any(p.is_quantized for p in cpu_model.state_dict().values() if isinstance(p, torch.Tensor))
+    quantized = is_quantized(cpu_model)
     if not quantized:
         cpu_model = cpu_model.float()
     float_model = cpu_model if count_model is None else copy.deepcopy(count_model).cpu().float().eval()

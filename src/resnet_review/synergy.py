@@ -207,7 +207,7 @@ def compression_table(stage, source: str, compressed: list[str], latency: pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
-def pareto_table(stage, x: str = "latency_cpu_b1_ms", y: str = "test_acc_mean") -> pd.DataFrame:
+def front_frame(stage, x: str = "latency_cpu_b1_ms", y: str = "test_acc_mean") -> pd.DataFrame:
     """Every cell and compressed model of the stage, the control and the baseline, with whether
     each is on the front of lower ``x`` and higher ``y``."""
     c = stage.config.control
@@ -252,4 +252,4 @@ def run_synergy(stage) -> Synergy:
     compression = compression_table(stage, cfg.compress.source, list(compressed), latency)
     stage.log_metrics(combination=combined, teacher=teacher_name)
     return Synergy({**results, **compressed}, control, teacher_name, factorial, interaction, combined, steps,
-                   compression, speedups, pareto_table(stage))
+                   compression, speedups, front_frame(stage))

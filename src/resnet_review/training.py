@@ -119,16 +119,12 @@ def teacher_of(stage: Stage) -> tuple[str, str, nn.Module]:
     params, else the one variant the teacher stage ran under this profile; checked to share the
     student's budget (profile, data, epochs, seeds) before any training starts."""
     source = stage.config.teacher
-    path = stage.out_dir.parent / source.stage / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the teacher first (`dvc repro {source.stage}`)")
-    import json
-
-    trained = [k for k, v in json.loads(path.read_text()).items() if isinstance(v, dict) and "per_seed" in v]
+    trained = stage.trained_variants(source.stage)
     variant = source.variant or (trained[0] if len(trained) == 1 else None)
     if variant is None or variant not in trained:
-        raise ValueError(f"{path} holds the teachers {trained}; set `{stage.name}.teacher.variant` to one of them")
-    stage.reference(source.stage, variant)  # same profile and budget, or a clear error
+        raise ValueError(f"stage '{source.stage}' holds the teachers {trained}; set `{stage.name}.teacher.variant` "
+                         f"to one of them")
+    stage.require_checkpoints(source.stage, variant)  # same profile and budget, every seed's weights
     teacher_params = stage.params.stage(source.stage)
     settings = teacher_params.variants.get(variant)
     model = (settings.model if settings and settings.model else None) or teacher_params.model
