@@ -160,3 +160,19 @@ def test_quantisation_checks_every_source_before_it_runs_anything(paths, tmp_pat
     (tmp_path / "models" / "baseline" / "resnet50" / "seed1.pt").unlink()
     with pytest.raises(FileNotFoundError, match="no weights of 'resnet50' for seed 1"):
         compress.run_quantisation(quant)
+
+
+
+@pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines, reason="no FBGEMM in this build")
+def test_int8_models_are_built_and_reloaded_on_fbgemm(tmp_path, trained_resnet18, small_splits):
+    """The x86 engine's per-call choice ran int8 ResNet50 at batch 32 as slowly as fp32 on an
+    AMD EPYC: converting or loading an int8 model selects FBGEMM first, whatever was set before."""
+    batch = (small_splits.train.inputs[0][:32],)
+    torch.backends.quantized.engine = "onednn"
+    int8 = compress.quantize_int8(trained_resnet18, batch, [batch])
+    assert torch.backends.quantized.engine == "fbgemm"
+    path = atomic_save(int8.state_dict(), tmp_path / "int8.pt")
+    torch.backends.quantized.engine = "onednn"
+    again = compress.load_compressed(path, resnet, example_inputs=batch, int8=True)
+    assert torch.backends.quantized.engine == "fbgemm"
+    assert torch.equal(predict(again, small_splits.test), predict(int8, small_splits.test))
