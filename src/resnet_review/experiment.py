@@ -153,6 +153,11 @@ def per_seed(x: Comparable | None, metric: str, like: dict[int, float] | None = 
     return {seed: (math.nan if v is None else v) for seed, v in zip(x["seed"], x[metric])}
 
 
+def _per_seed_variants(metrics: dict[str, Any]) -> list[str]:
+    """The variants a stage's metrics.json holds per-seed results of, in its order."""
+    return [k for k, v in metrics.items() if isinstance(v, dict) and "per_seed" in v]
+
+
 def _comparable_budget(budget: Budget) -> dict[str, Any]:
     """The budget keys that make two stages' results comparable (data, epochs, seeds, batch),
     not those that only change how they are measured or where they run."""
@@ -365,16 +370,21 @@ class Stage:
         """Path of another stage's trained weights of ``variant`` for ``seed`` (e.g. the baseline
         a compression stage starts from), after checking that stage ran under this budget."""
         self.reference(stage, variant)  # same profile and budget, or a clear error
+        return self._weights_file(stage, variant, seed)
+
+    def require_checkpoints(self, stage: str, variant: str) -> list[Path]:
+        """:meth:`checkpoint` of every seed of the budget (the budget checked once): a stage that
+        builds on another stage's weights calls it before it trains anything, so a missing or
+        mismatched source fails at once."""
+        self.reference(stage, variant)
+        return [self._weights_file(stage, variant, seed) for seed in self.budget.seeds]
+
+    def _weights_file(self, stage: str, variant: str, seed: int) -> Path:
         path = self.models_dir.parent / stage / variant / f"seed{seed}.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: stage '{stage}' has no weights of '{variant}' for seed {seed}; "
                                     f"run `dvc repro {stage}` first")
         return path
-
-    def require_checkpoints(self, stage: str, variant: str) -> list[Path]:
-        """:meth:`checkpoint` of every seed of the budget: a stage that builds on another stage's
-        weights calls it before it trains anything, so a missing or mismatched source fails at once."""
-        return [self.checkpoint(stage, variant, seed) for seed in self.budget.seeds]
 
     def load_trained(self, stage: str = "baseline", variant: str = "resnet50", seed: int = 0, *,
                      model: str | None = None, **kwargs) -> nn.Module:
@@ -486,7 +496,7 @@ class Stage:
 
     def trained_variants(self, stage: str) -> list[str]:
         """The variants another stage holds per-seed results of, in its metrics.json's order."""
-        return [k for k, v in self.stage_metrics(stage)[1].items() if isinstance(v, dict) and "per_seed" in v]
+        return _per_seed_variants(self.stage_metrics(stage)[1])
 
     def reference_block(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, Any]:
         """Everything another stage's metrics.json holds for ``variant`` (per-seed results, its
@@ -494,7 +504,7 @@ class Stage:
         path, data = self.stage_metrics(stage)
         if variant not in data or "per_seed" not in data[variant]:
             raise KeyError(f"{path} has no per-seed results for variant '{variant}' (it has "
-                           f"{self.trained_variants(stage)}); under profile '{self.params.profile}' "
+                           f"{_per_seed_variants(data)}); under profile '{self.params.profile}' "
                            f"stage '{stage}' may not run it")
         if data.get("profile") != self.params.profile:
             raise ValueError(f"{path} was produced under profile '{data.get('profile')}', this stage runs "
