@@ -168,8 +168,9 @@ def _qconfig_mapping(qat: bool = False):
 def select_int8_engine() -> str:
     """Make FBGEMM the process's quantised engine where PyTorch has it (x86 CPUs), and return the
     engine in use. The default ``x86`` engine chooses between FBGEMM and oneDNN per call; on an
-    AMD EPYC with avx512_vnni its choice ran an int8 ResNet50 at batch 32 no faster than fp32
-    (196 against 198 ms) where FBGEMM took 29 ms. Weights are packed for the engine current when a
+    AMD EPYC with avx512_vnni the cpu quantisation stage on that engine timed int8 ResNet50 at
+    batch 32 *slower* than fp32 (77.7 against 52.6 ms); on FBGEMM it measures 13.4 against
+    49.9 ms (README, Compression). Weights are packed for the engine current when a
     model is converted or loaded, so every int8 path here calls this first."""
     if "fbgemm" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "fbgemm"
