@@ -204,3 +204,24 @@ def test_figures_of_many_models_stay_legible():
     fig = plots.pareto(many.assign(pareto=report.pareto_front(many, "latency_cpu_b1_ms", "test_acc_mean")))
     assert [t.get_text() for t in fig.axes[0].texts] == ["stage1/v19"]
     assert "dominated (19)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_one_architecture_gets_one_latency_across_stages(tmp_path):
+    # the same ResNet18 timed in two stages' processes (5.6 and 9.5 ms) and a third time: every row
+    # of it shows the median; the stage's own timing is kept beside it; other models keep theirs
+    stages = tmp_path / "stages"
+    for name, variants in {"wide_deep": {"resnet18": 5.6, "resnet101": 30.0},
+                           "distillation": {"resnet18_kd": 9.5}, "teacher": {"resnet18_2x": 6.0},
+                           "unlabelled": {"no_id": 7.0}}.items():
+        (stages / name).mkdir(parents=True)
+        blocks = {v: {"test_acc": {"mean": 0.8, "ci_low": 0.79, "ci_high": 0.81}, "latency_cpu_b1_ms": ms,
+                      **({"architecture": "r101" if v == "resnet101" else "r18"} if v != "no_id" else {})}
+                  for v, ms in variants.items()}
+        (stages / name / "metrics.json").write_text(json.dumps({"profile": "cpu", **blocks}))
+    frame = report.collect(stages).set_index("label")
+    assert frame.loc["wide_deep/resnet18", "latency_cpu_b1_ms"] == 6.0
+    assert frame.loc["distillation/resnet18_kd", "latency_cpu_b1_ms"] == 6.0
+    assert frame.loc["distillation/resnet18_kd", "latency_cpu_b1_ms_own"] == 9.5
+    assert frame.loc["wide_deep/resnet18", "latency_timings"] == 3
+    assert frame.loc["wide_deep/resnet101", "latency_cpu_b1_ms"] == 30.0
+    assert frame.loc["unlabelled/no_id", "latency_cpu_b1_ms"] == 7.0

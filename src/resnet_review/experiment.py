@@ -17,6 +17,7 @@ stages in advance; a variant's row needs only the keys this module writes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 import math
@@ -344,6 +345,9 @@ class Stage:
         in data, recipe or weights (e.g. another dropout rate or augmentation) shares its profile,
         noted as ``profiled_as`` in its metrics. The memory probe alone takes seconds per model."""
         key = (architecture_key(deployed), architecture_key(trainable), tuple(self.input_shapes(splits)), batch_size)
+        # the same id in every stage for the same deployed model and input: the report pools the
+        # latencies that different stages measured of one architecture
+        info["architecture"] = hashlib.sha256(repr(key[0::2]).encode()).hexdigest()[:12]
         if key in self._profiles:
             info["profiled_as"], prof = self._profiles[key]
             return prof
