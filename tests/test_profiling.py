@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -41,6 +42,25 @@ def test_cpu_training_memory_is_stable_and_grows_with_the_batch():
     assert small[0] == pytest.approx(small[1], rel=0.05), small  # a fresh process each time
     assert large > small[0] + 20, (small, large)
     assert "fresh process" in method
+
+
+def test_cpu_training_memory_of_a_failing_step_says_why():
+    from resnet_review.profiling import peak_training_memory_mb
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5, 2))  # the inputs have 3 features
+    peak, method = peak_training_memory_mb(model, [(3,)], 4)
+    assert math.isnan(peak)
+    assert method.startswith("unavailable (RuntimeError") and "mat1 and mat2" in method, method
+
+
+def test_cpu_training_memory_after_a_timed_out_measurement_starts_afresh():
+    from resnet_review.profiling import peak_training_memory_mb
+
+    model = build_model("resnet18", num_classes=10, in_chans=1)
+    peak, method = peak_training_memory_mb(model, [(1, 28, 28)], 16, timeout_s=0.01)
+    assert math.isnan(peak) and method == "unavailable (timed out after 0.01 s)"
+    peak, method = peak_training_memory_mb(model, [(1, 28, 28)], 16)
+    assert 1 < peak < 2000, method
 
 
 def run_cli(*args):

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import selectors
 import statistics
 import subprocess
 import sys
@@ -136,32 +137,125 @@ def _train_step(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     model(*inputs).float().logsumexp(1).mean().backward()
 
 
-def _peak_rss_child_main(model_path: str, input_shapes_json: str, batch_size: str) -> None:
-    """Entry point of the fresh process that measures one CPU training step; prints JSON."""
+def _peak_rss_step(model_path: str, input_shapes: list[tuple[int, ...]], batch_size: int) -> float:
+    """The rise of the peak resident set (MiB) over one CPU training step of the model saved at
+    ``model_path``; run in a process whose heap has not trained anything yet."""
     model = torch.load(model_path, weights_only=False).train()  # the parent's own object
-    shapes = [tuple(s) for s in json.loads(input_shapes_json)]
-    _train_step(model, example_inputs(shapes, 2))  # one-time library set-up is not training memory
+    _train_step(model, example_inputs(input_shapes, 2))  # one-time library set-up is not training memory
     model.zero_grad(set_to_none=True)
-    inputs = example_inputs(shapes, int(batch_size))
+    inputs = example_inputs(input_shapes, batch_size)
     Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
     base = _rss_kib("VmRSS")
     _train_step(model, inputs)
-    print(json.dumps({"peak_mb": (_rss_kib("VmHWM") - base) / 1024}))
+    return (_rss_kib("VmHWM") - base) / 1024
+
+
+def _probe_server_main() -> None:
+    """The CPU memory probe's fork server (a process of its own, started by :class:`_ProbeServer`).
+
+    It imports the libraries a pickled model needs once, then answers each request line on stdin
+    (JSON: model path, input shapes, batch size) from a child it forks for that request: a child's
+    heap is that of a fresh process that has imported the libraries and has never trained, as a new
+    interpreter's would be, without the ~5 s a new interpreter spends importing torch and timm. The
+    server never runs a torch operation itself, so no thread pool exists yet when it forks.
+    """
+    import timm  # noqa: F401 - unpickling a timm or project model imports it
+
+    from . import models  # noqa: F401
+
+    out = sys.stdout
+    sys.stdout = sys.stderr  # only answer lines go to the parent
+    for line in sys.stdin:
+        request = json.loads(line)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the measuring child
+            os.close(read_end)
+            try:
+                answer = {"peak_mb": _peak_rss_step(request["model_path"], [tuple(s) for s in request["input_shapes"]],
+                                                    int(request["batch_size"]))}
+            except BaseException as err:  # noqa: BLE001 - reported to the parent, which records it
+                answer = {"error": f"{type(err).__name__}: {err}"}
+            os.write(write_end, json.dumps(answer).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            reply = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if not reply:  # the child died without a word, e.g. killed for memory
+            reply = json.dumps({"error": f"the measuring process ended with exit code "
+                                         f"{os.waitstatus_to_exitcode(status)}"}).encode()
+        out.write(reply.decode() + "\n")
+        out.flush()
 
 
 # glibc: serve every block of 64 KiB or more by mmap and unmap it on free, so the resident set
-# follows the live tensors instead of a heap that keeps freed blocks (set for the child only).
+# follows the live tensors instead of a heap that keeps freed blocks (set for the server only).
 _EXACT_RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
+class _ProbeServer:
+    """The running fork server of this process (one, started at the first CPU measurement)."""
+
+    _running: "_ProbeServer | None" = None
+
+    def __init__(self) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        code = "from resnet_review.profiling import _probe_server_main; _probe_server_main()"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, env={**os.environ, **_EXACT_RSS_ENV},
+                                        start_new_session=True)
+
+    @classmethod
+    def get(cls) -> "_ProbeServer":
+        if cls._running is None or cls._running.process.poll() is not None:
+            cls._running = cls()
+        return cls._running
+
+    def measure(self, model_path: str, input_shapes: list[tuple[int, ...]], batch_size: int,
+                timeout_s: float) -> tuple[float, str | None]:
+        """``(peak MiB, None)``, or ``(NaN, why not)``."""
+        request = {"model_path": model_path, "input_shapes": [list(s) for s in input_shapes],
+                   "batch_size": batch_size}
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            return math.nan, self._died()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout_s):
+                self.stop()  # the next measurement starts a new server
+                return math.nan, f"timed out after {timeout_s:g} s"
+        line = self.process.stdout.readline()
+        if not line:
+            return math.nan, self._died()
+        answer = json.loads(line)
+        return answer.get("peak_mb", math.nan), answer.get("error")
+
+    def _died(self) -> str:
+        self.process.wait()
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"the probe server ended with exit code {self.process.returncode}"
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, 9)  # the server and a child it may be waiting for
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
 def peak_training_memory_mb(model: nn.Module, input_shapes: list[tuple[int, ...]], batch_size: int = 32,
-                            device: str | torch.device = "cpu") -> tuple[float, str]:
+                            device: str | torch.device = "cpu", timeout_s: float = 600) -> tuple[float, str]:
     """Peak extra memory of one forward + backward pass, and how it was measured.
 
     Parameters already resident are not counted; activations, gradients and workspace are.
     CUDA: the allocator's peak. CPU: the rise of the peak resident set (``VmHWM``) of a fresh
     process doing one step — a fresh heap, because glibc keeps freed blocks resident and would
-    hide part of the peak in a process that has already trained (Linux only; NaN elsewhere).
+    hide part of the peak in a process that has already trained (Linux only; NaN elsewhere). The
+    fresh processes are forked from one server per process (:func:`_probe_server_main`).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -173,7 +267,7 @@ def peak_training_memory_mb(model: nn.Module, input_shapes: list[tuple[int, ...]
         _train_step(model, inputs)
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated"
-    if not Path("/proc/self/clear_refs").exists():
+    if not Path("/proc/self/clear_refs").exists() or not hasattr(os, "fork"):
         return float("nan"), "unavailable (needs Linux /proc)"
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.pt"
@@ -181,14 +275,9 @@ def peak_training_memory_mb(model: nn.Module, input_shapes: list[tuple[int, ...]
             torch.save(copy.deepcopy(model).cpu(), model_path)
         except (AttributeError, TypeError, RuntimeError) as err:  # e.g. local functions in a QAT graph
             return float("nan"), f"unavailable (the model cannot be pickled for the child process: {err})"
-        code = "import sys; from resnet_review.profiling import _peak_rss_child_main as m; m(*sys.argv[1:])"
-        out = subprocess.run([sys.executable, "-c", code, str(model_path), json.dumps([list(s) for s in input_shapes]),
-                              str(batch_size)], capture_output=True, text=True, timeout=600, check=False,
-                             env={**os.environ, **_EXACT_RSS_ENV})
-    if out.returncode != 0:
-        reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit code {out.returncode}"
-        return float("nan"), f"unavailable ({reason})"
-    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        peak, error = _ProbeServer.get().measure(str(model_path), input_shapes, int(batch_size), timeout_s)
+    if error:
+        return math.nan, f"unavailable ({error})"
     return peak, "cpu VmHWM rise in a fresh process, mmap-only malloc"
 
 
