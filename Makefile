@@ -23,6 +23,7 @@ test: install data browser
 benchmark: install data
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/repro_time.py
 
 install: $(STAMP)
 

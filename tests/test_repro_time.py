@@ -1,0 +1,55 @@
+"""benchmarks/repro_time.py: stage times from rendered notebooks and metrics, against the goal."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("repro_time", ROOT / "benchmarks" / "repro_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_stage(reports, name, start, end, duration, per_seed=None, folder="stages"):
+    out = reports / folder / name if folder else reports / name
+    out.mkdir(parents=True)
+    meta = {"papermill": {"start_time": start, "end_time": end, "duration": duration}}
+    (out / "notebook.ipynb").write_text(json.dumps({"metadata": meta, "cells": []}))
+    if per_seed is not None:
+        (out / "metrics.json").write_text(json.dumps({"profile": "cpu", "resnet50": {"per_seed": per_seed}}))
+
+
+def test_times_add_up_and_the_goal_is_judged_on_the_whole_span(tmp_path):
+    bench = load_benchmark()
+    write_stage(tmp_path, "baseline", "2026-01-01T10:00:00+00:00", "2026-01-01T10:02:00+00:00", 120.0,
+                {"train_time_s": [30.0, 31.0, None], "train_images_per_s": [130.0, 140.0, 150.0]})
+    write_stage(tmp_path, "se", "2026-01-01T10:02:30+00:00", "2026-01-01T10:04:30+00:00", 120.0,
+                {"train_time_s": [40.0, 40.0, 40.0], "train_images_per_s": [100.0, 100.0, 100.0]})
+    write_stage(tmp_path, "report", "2026-01-01T10:05:00+00:00", "2026-01-01T10:05:10+00:00", 10.0, folder=None)
+    result = bench.summarise(tmp_path, goal_min=5)
+    assert [r["stage"] for r in result["stages"]] == ["baseline", "se", "report"]  # in the order they ran
+    assert result["stages"][0]["training_s"] == 61.0 and result["stages"][0]["other_s"] == 59.0
+    assert result["training_s"] == 181.0 and result["stages_wall_s"] == 250.0
+    assert result["span_s"] == 310.0 and result["between_stages_s"] == 60.0
+    assert result["baseline_train_images_per_s"] == 140.0  # the machine's speed: the baseline's median
+    assert result["meets_goal"] is False  # 5 min 10 s against 5 min
+    assert bench.summarise(tmp_path, goal_min=5.2)["meets_goal"] is True
+
+
+def test_a_notebook_not_rendered_by_the_pipeline_is_named(tmp_path, capsys):
+    bench = load_benchmark()
+    (tmp_path / "stages" / "se").mkdir(parents=True)
+    (tmp_path / "stages" / "se" / "notebook.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))
+    with pytest.raises(SystemExit):
+        bench.main(["--reports", str(tmp_path), "--out", str(tmp_path / "out.json")])
+    assert "se/notebook.ipynb has no papermill start/end time" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--reports", str(tmp_path / "nowhere")])
+    assert "run `dvc repro` first" in capsys.readouterr().err
