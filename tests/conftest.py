@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,17 @@ def small_splits():
 @pytest.fixture(scope="session")
 def tiny_splits():
     return load_splits(_ensure_prepared(), train_size=256, val_size=128, test_size=256, img_size=28)
+
+
+@pytest.fixture(scope="session")
+def load_repo_module():
+    """Imports a file of the repository outside the package (a script or benchmark) by its path
+    relative to the root, e.g. ``load_repo_module("scripts/gpu_profile.py")``."""
+    def load(relative: str):
+        path = ROOT / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

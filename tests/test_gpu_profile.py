@@ -1,23 +1,12 @@
 """scripts/gpu_profile.py: stages side by side, a stage out of time or failing, the report last."""
 
-import importlib.util
 import subprocess
 import threading
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_profile", ROOT / "scripts" / "gpu_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_stages_run_side_by_side_failures_are_listed_and_the_report_runs_last():
-    gpu_profile = load_script()
+def test_stages_run_side_by_side_failures_are_listed_and_the_report_runs_last(load_repo_module):
+    gpu_profile = load_repo_module("scripts/gpu_profile.py")
     running, most, order, lock = set(), [0], [], threading.Lock()
 
     def runner(name, notebook, reports, timeout_s):
@@ -42,8 +31,8 @@ def test_stages_run_side_by_side_failures_are_listed_and_the_report_runs_last():
     assert timings == {"fpn": 1.5, "report": 1.5}
 
 
-def test_one_job_runs_the_stages_in_file_order():
-    gpu_profile = load_script()
+def test_one_job_runs_the_stages_in_file_order(load_repo_module):
+    gpu_profile = load_repo_module("scripts/gpu_profile.py")
     order = []
     timings, failed = gpu_profile.run_stages([("baseline", "a"), ("se", "b"), ("report", "r")], "out",
                                              runner=lambda name, *_: order.append(name) or 2.0)

@@ -1,19 +1,8 @@
 """benchmarks/repro_time.py: stage times from rendered notebooks and metrics, against the goal."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("repro_time", ROOT / "benchmarks" / "repro_time.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_stage(reports, name, start, end, duration, per_seed=None, folder="stages"):
@@ -25,8 +14,8 @@ def write_stage(reports, name, start, end, duration, per_seed=None, folder="stag
         (out / "metrics.json").write_text(json.dumps({"profile": "cpu", "resnet50": {"per_seed": per_seed}}))
 
 
-def test_times_add_up_and_the_goal_is_judged_on_the_whole_span(tmp_path):
-    bench = load_benchmark()
+def test_times_add_up_and_the_goal_is_judged_on_the_whole_span(tmp_path, load_repo_module):
+    bench = load_repo_module("benchmarks/repro_time.py")
     write_stage(tmp_path, "baseline", "2026-01-01T10:00:00+00:00", "2026-01-01T10:02:00+00:00", 120.0,
                 {"train_time_s": [30.0, 31.0, None], "train_images_per_s": [130.0, 140.0, 150.0]})
     write_stage(tmp_path, "se", "2026-01-01T10:02:30+00:00", "2026-01-01T10:04:30+00:00", 120.0,
@@ -42,8 +31,8 @@ def test_times_add_up_and_the_goal_is_judged_on_the_whole_span(tmp_path):
     assert bench.summarise(tmp_path, goal_min=5.2)["meets_goal"] is True
 
 
-def test_a_notebook_not_rendered_by_the_pipeline_is_named(tmp_path, capsys):
-    bench = load_benchmark()
+def test_a_notebook_not_rendered_by_the_pipeline_is_named(tmp_path, capsys, load_repo_module):
+    bench = load_repo_module("benchmarks/repro_time.py")
     (tmp_path / "stages" / "se").mkdir(parents=True)
     (tmp_path / "stages" / "se" / "notebook.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))
     with pytest.raises(SystemExit):
