@@ -142,3 +142,65 @@ def test_val_every_images_spaces_validation_without_changing_the_training(tiny_s
     assert all("val_acc" in h for h in every.history)
     assert [h["train_loss"] for h in spaced.history] == [h["train_loss"] for h in every.history]
     assert spaced.final["val_acc"] == every.final["val_acc"]
+
+
+def _dropout_resnet18(seed):
+    seed_everything(seed)
+    return build_model("resnet18", num_classes=10, in_chans=1, drop_rate=0.3)
+
+
+def test_models_trained_side_by_side_get_the_numbers_they_get_alone(tiny_splits):
+    """fit_group swaps each run's random state in around its steps: shuffling, dropout and an
+    augmentation that draws from torch's and NumPy's global generators match the runs alone."""
+    from resnet_review.engine import RngState, Run, fit_group
+    from resnet_review.training import augmentation
+
+    def transform():
+        return augmentation(["mixup", "random_erasing"], num_classes=10, mean=0.0, std=1.0)
+
+    kwargs = dict(recipe=RECIPE, epochs=2, batch_size=32, accel=CPU)
+    alone = {}
+    for seed in (3, 4):
+        model = _dropout_resnet18(seed)
+        alone[seed] = (fit(model, tiny_splits.train, tiny_splits.val, seed=seed, batch_transform=transform(),
+                           **kwargs), model)
+    runs = []
+    for seed in (3, 4):
+        model = _dropout_resnet18(seed)
+        runs.append(Run(model, tiny_splits.train, tiny_splits.val, seed=seed, batch_transform=transform(),
+                        rng=RngState("cpu")))
+    together = fit_group(runs, **kwargs)
+    for run, result in zip(runs, together):
+        single, single_model = alone[run.seed]
+        assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in single.history]
+        assert [h["val_acc"] for h in result.history] == [h["val_acc"] for h in single.history]
+        for (name, a), b in zip(single_model.state_dict().items(), run.model.state_dict().values()):
+            assert torch.equal(a, b), name
+    # the two seeds did train differently: the test would pass vacuously otherwise
+    assert together[0].history[-1]["train_loss"] != together[1].history[-1]["train_loss"]
+
+
+def test_a_chunk_deadline_stops_between_epochs_and_the_rerun_finishes_identically(tiny_splits, tmp_path):
+    import time
+
+    from resnet_review.engine import ChunkDeadline
+
+    kwargs = dict(recipe=RECIPE, epochs=3, batch_size=32, accel=CPU, seed=5, checkpoint_last=True)
+    reference = resnet18(seed=5)
+    full = fit(reference, tiny_splits.train, tiny_splits.val, **kwargs)
+
+    def slow_epoch(epoch, metrics):  # the deadline falls inside the second epoch's expected time
+        time.sleep(1.0)
+
+    with pytest.raises(ChunkDeadline, match=r"seed5 stopped after epoch 1/3"):
+        fit(resnet18(seed=5), tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
+            desc="s/v/seed5", deadline=time.time() + 0.5, on_epoch_end=slow_epoch, **kwargs)
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1
+    resumed_model = resnet18(seed=5)
+    resumed = fit(resumed_model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt", **kwargs)
+    assert resumed.resumed_from_epoch == 1
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
+    # checkpoint_last: the finished run is on disk, so a third call trains nothing
+    again = fit(resnet18(seed=5), tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
+                deadline=time.time() - 1, **kwargs)
+    assert again.resumed_from_epoch == 3 and again.history == resumed.history

@@ -15,6 +15,7 @@ other section is validated as a plain :class:`StageParams`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +56,14 @@ class Budget(_Strict):
     seeds: list[int] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    concurrent_seeds: int = Field(1, ge=1, description="seeds of a variant trained side by side on the device, "
+                                  "each on a CUDA stream of its own (engine.fit_group); 1: one after another")
+    checkpoint_last: bool = Field(False, description="always write a run's resume checkpoint after its last epoch, "
+                                  "so that re-running an interrupted stage trains no finished run again")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="the learning rate for batch_size, from the recipe's lr at lr_reference_batch: "
+        "times batch/reference (linear, Goyal et al. 2017) or its square root; warm-up stays in epochs")
+    lr_reference_batch: int = Field(256, gt=0, description="the batch size the recipe's lr is meant for")
     checkpoint_every_s: float = Field(60.0, ge=0, description="write a run's resume checkpoint after an epoch "
                                       "only once this many seconds have passed since the last write (0: every epoch)")
     val_every_images: int = Field(0, ge=0, description="validate after an epoch only once this many training images "
@@ -67,6 +76,12 @@ class Budget(_Strict):
                                  "evaluated on under each corruption (0: no robustness evaluation)")
     corruption_severities: list[int] = Field(default_factory=lambda: [2], min_length=1,
                                              description="severities (1 mild .. 3 strong) of every corruption")
+
+    def scaled_recipe(self, recipe: "Recipe", batch_size: int) -> "Recipe":
+        """``recipe`` with its learning rate scaled for ``batch_size`` by :attr:`lr_scaling`."""
+        ratio = batch_size / self.lr_reference_batch
+        factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+        return recipe if factor == 1.0 else recipe.model_copy(update={"lr": recipe.lr * factor})
 
     @field_validator("corruption_severities")
     @classmethod

@@ -16,6 +16,7 @@ than copies of the loop:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,136 +153,294 @@ class _Progress:
         self.seen += n
 
 
-def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: Recipe, epochs: int,
-        batch_size: int, seed: int = 0, accel: Accel | None = None, loss_fn: LossFn | None = None,
-        batch_transform: BatchTransform | None = None, on_epoch_end: EpochCallback | None = None,
-        log_epoch: EpochLogger | None = None, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = True, checkpoint_every_s: float = 0.0, eval_batch_size: int = 256, val_every_images: int = 0,
-        nan_check_every: int = 20, progress: bool | None = None, desc: str = "train") -> FitResult:
-    """Train ``model`` in place for ``epochs`` epochs and return the per-epoch history.
+@dataclass
+class Run:
+    """One model of a :func:`fit_group`: what differs between the runs trained side by side (its
+    model, seed, data, hooks, checkpoint and name); the recipe, epochs and batch size are shared."""
 
-    With ``checkpoint_path``, the full training state is written atomically after an epoch (after
-    every one, or with ``checkpoint_every_s`` only once that many seconds have passed since the
-    last write: a ResNet50's state is ~180 MB, longer to write than a short epoch) and, when
-    ``resume`` is true and the file belongs to the same configuration, training continues from it.
-    ``val`` is evaluated after every epoch, or with ``val_every_images`` only once that many
-    training images have passed since the last evaluation, and always after the last epoch: the
-    training itself is the same either way. ``progress=None`` shows a tqdm bar only on a terminal.
-    """
-    if epochs <= 0 or batch_size <= 0:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    if len(train) < 2:
-        raise ValueError(f"training set '{train.name}' has {len(train)} rows; need at least 2")
-    accel = accel or Accel.for_device("auto")
-    device = accel.device
-    train = train.to(device)
-    val = val.to(device) if val is not None else None
-    model.to(device)
-    if accel.channels_last:
-        model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if accel.compile else model
-    loss_fn = loss_fn or cross_entropy_loss(recipe.label_smoothing)
+    model: nn.Module
+    train: TensorData
+    val: TensorData | None = None
+    seed: int = 0
+    loss_fn: LossFn | None = None
+    batch_transform: BatchTransform | None = None
+    on_epoch_end: EpochCallback | None = None
+    log_epoch: EpochLogger | None = None
+    checkpoint_path: str | os.PathLike | None = None
+    desc: str = "train"
+    # the global random state the run trains from, captured when its model was built (see
+    # RngState); default: the state when fit_group starts
+    rng: "RngState | None" = None
 
-    batch_size = min(batch_size, len(train))
-    steps_per_epoch = len(train) // batch_size  # drop the ragged last batch: BN needs > 1 row
-    total_steps = steps_per_epoch * epochs
-    optimizer = make_optimizer(model, recipe)
-    warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, recipe.min_lr_ratio))
-    generator = torch.Generator(device=device).manual_seed(seed)
 
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    fingerprint = run_fingerprint(model, recipe, epochs=epochs, batch_size=batch_size, seed=seed,
-                                  n_train=len(train), train=train.name)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if checkpoint_path and resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["rng"]["generator"].cpu())
-            torch.set_rng_state(state["rng"]["torch"].cpu())
-            if device.type == "cuda" and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
-            history, start_epoch = list(state["history"]), int(state["epoch"])
-            print(f"[{desc}] resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}", file=sys.stderr)
-            for past in history if log_epoch is not None else ():
-                log_epoch(int(past["epoch"]), past)  # the logger sees the whole run, not just its tail
-        else:
-            print(f"[{desc}] {checkpoint_path} belongs to another configuration; starting afresh", file=sys.stderr)
+class ChunkDeadline(RuntimeError):
+    """A run stopped at the end of an epoch because the time of its chunk was up; its resume
+    checkpoint holds every finished epoch, so running it again continues where it stopped."""
 
-    show = sys.stderr.isatty() if progress is None else progress
-    train_time = sum(h["epoch_time_s"] for h in history)
-    images = sum(h["images"] for h in history)
-    stopped = False
-    last_write, written_epoch = time.perf_counter(), start_epoch
-    unvalidated = 0  # training images since the last validation (a resumed run restarts the count)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        running = _Progress(device)
-        order = torch.randperm(len(train), generator=generator, device=device)
-        synchronize(device)
-        t0 = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{epochs}", disable=not show, leave=False)
-        for step in bar:
-            index = order[step * batch_size:(step + 1) * batch_size]
-            inputs = tuple(x[index] for x in train.inputs)
-            targets = train.targets[index]
-            if batch_transform is not None:
-                inputs, targets = batch_transform(inputs, targets)
-            if accel.channels_last:
-                inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
-            with torch.autocast(device.type, dtype=accel.amp_dtype, enabled=accel.amp_dtype is not None):
-                logits = step_model(*inputs)
-                loss = loss_fn(logits.float(), targets, inputs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            running.add(loss, logits, targets)
-            if (step + 1) % nan_check_every == 0 or step + 1 == steps_per_epoch:
-                _check_finite(running.loss_sum, epoch, step, recipe, checkpoint_path, written_epoch)
-                if show:
-                    bar.set_postfix(loss=f"{running.loss_sum.item() / running.seen:.3f}")
-        synchronize(device)
-        epoch_time = time.perf_counter() - t0
+
+class RngState:
+    """The global random states (Python, NumPy, torch CPU and CUDA) of one run of a group, swapped
+    in around each of its steps, so that dropout, drop-path and augmentations draw for each run
+    the numbers they would draw if it trained alone. ``RngState(device)`` captures the current
+    state: take it right after seeding and building the run's model."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.state = self._capture()
+
+    def _capture(self):
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+    def __enter__(self):
+        python, numpy_state, cpu, cuda = self.state
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+
+    def __exit__(self, *exc):
+        self.state = self._capture()
+
+
+class _Trainer:
+    """The state of one run of :func:`fit_group`: its model, optimiser, schedule, shuffling
+    generator, history and checkpoint; each method is one named step of the epoch loop."""
+
+    def __init__(self, run: Run, *, recipe: Recipe, epochs: int, batch_size: int, accel: Accel,
+                 resume: bool):
+        if len(run.train) < 2:
+            raise ValueError(f"training set '{run.train.name}' has {len(run.train)} rows; need at least 2")
+        device = accel.device
+        self.run, self.accel, self.recipe, self.epochs, self.device = run, accel, recipe, epochs, device
+        self.desc = run.desc
+        self.train = run.train.to(device)
+        self.val = run.val.to(device) if run.val is not None else None
+        model = run.model.to(device)
+        if accel.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        # with dynamo's default of inlining nn.Modules the parameters are graph inputs, so models of one
+        # architecture in a process reuse the first one's compiled graph instead of compiling again
+        self.step_model = torch.compile(model) if accel.compile else model
+        self.loss_fn = run.loss_fn or cross_entropy_loss(recipe.label_smoothing)
+        self.batch_size = min(batch_size, len(self.train))
+        self.steps_per_epoch = len(self.train) // self.batch_size  # drop the ragged last batch: BN needs > 1 row
+        total_steps = self.steps_per_epoch * epochs
+        self.optimizer = make_optimizer(model, recipe)
+        warmup_steps = round(recipe.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, recipe.min_lr_ratio))
+        self.generator = torch.Generator(device=device).manual_seed(run.seed)
+        self.checkpoint_path = Path(run.checkpoint_path) if run.checkpoint_path else None
+        self.fingerprint = run_fingerprint(model, recipe, epochs=epochs, batch_size=self.batch_size, seed=run.seed,
+                                           n_train=len(self.train), train=self.train.name)
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        if self.checkpoint_path and resume and self.checkpoint_path.is_file():
+            self._resume()
+        self.epoch = self.start_epoch
+        self.stopped = False
+        self.last_write, self.written_epoch = time.perf_counter(), self.start_epoch
+        self.unvalidated = 0  # training images since the last validation (a resumed run restarts the count)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.epoch >= self.epochs
+
+    def _resume(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"[{self.desc}] {self.checkpoint_path} belongs to another configuration; starting afresh",
+                  file=sys.stderr)
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["rng"]["generator"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
+        self.history, self.start_epoch = list(state["history"]), int(state["epoch"])
+        print(f"[{self.desc}] resuming from {self.checkpoint_path} after epoch {self.start_epoch}/{self.epochs}",
+              file=sys.stderr)
+        for past in self.history if self.run.log_epoch is not None else ():
+            self.run.log_epoch(int(past["epoch"]), past)  # the logger sees the whole run, not just its tail
+
+    def begin_epoch(self) -> None:
+        self.model.train()
+        self.running = _Progress(self.device)
+        self.order = torch.randperm(len(self.train), generator=self.generator, device=self.device)
+
+    def step(self, step: int) -> None:
+        """One optimiser step on the ``step``-th batch of this epoch's order; no host sync."""
+        index = self.order[step * self.batch_size:(step + 1) * self.batch_size]
+        inputs = tuple(x[index] for x in self.train.inputs)
+        targets = self.train.targets[index]
+        if self.run.batch_transform is not None:
+            inputs, targets = self.run.batch_transform(inputs, targets)
+        if self.accel.channels_last:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+        with torch.autocast(self.device.type, dtype=self.accel.amp_dtype, enabled=self.accel.amp_dtype is not None):
+            logits = self.step_model(*inputs)
+            loss = self.loss_fn(logits.float(), targets, inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.running.add(loss, logits, targets)
+
+    def check_finite(self, epoch: int, step: int) -> None:
+        _check_finite(self.running.loss_sum, epoch, step, self.recipe, self.checkpoint_path, self.written_epoch,
+                      self.desc)
+
+    def end_epoch(self, epoch_time: float, *, eval_batch_size: int, val_every_images: int,
+                  checkpoint_every_s: float, checkpoint_last: bool) -> None:
+        """Epoch metrics, validation when due, the resume checkpoint, logging and the stop hook."""
+        running, epoch = self.running, self.epoch
         metrics = {
             "epoch": epoch + 1,
             "train_loss": running.loss_sum.item() / running.seen,
             "train_acc": running.correct.item() / running.seen,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": running.seen / epoch_time,
             "epoch_time_s": epoch_time,
             "images": running.seen,
         }
-        unvalidated += running.seen
-        if val is not None and (epoch + 1 == epochs or unvalidated >= val_every_images):
-            unvalidated = 0
-            logits = predict(model, val, eval_batch_size, amp_dtype=accel.amp_dtype, channels_last=accel.channels_last)
-            result = metrics_from_logits(logits, val.targets, bootstrap_resamples=0)
+        self.unvalidated += running.seen
+        if self.val is not None and (epoch + 1 == self.epochs or self.unvalidated >= val_every_images):
+            self.unvalidated = 0
+            logits = predict(self.model, self.val, eval_batch_size, amp_dtype=self.accel.amp_dtype,
+                             channels_last=self.accel.channels_last)
+            result = metrics_from_logits(logits, self.val.targets, bootstrap_resamples=0)
             metrics |= {"val_loss": result.loss, "val_acc": result.accuracy}
-        history.append(metrics)
-        train_time += epoch_time
-        images += running.seen
-        if checkpoint_path and time.perf_counter() - last_write >= checkpoint_every_s:
-            last_write, written_epoch = time.perf_counter(), epoch + 1
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                         "fingerprint": fingerprint, "rng": _rng_state(generator, device)}, checkpoint_path)
-        if log_epoch is not None:
-            log_epoch(epoch + 1, metrics)
-        print(f"[{desc}] epoch {epoch + 1}/{epochs} " + " ".join(
+        self.history.append(metrics)
+        self.epoch = epoch + 1
+        last = self.epoch == self.epochs
+        if time.perf_counter() - self.last_write >= checkpoint_every_s or (checkpoint_last and last):
+            self.write_checkpoint()
+        if self.run.log_epoch is not None:
+            self.run.log_epoch(epoch + 1, metrics)
+        print(f"[{self.desc}] epoch {epoch + 1}/{self.epochs} " + " ".join(
             f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "images")), file=sys.stderr)
-        if on_epoch_end is not None and on_epoch_end(epoch + 1, metrics):
-            stopped = True
+        if self.run.on_epoch_end is not None and self.run.on_epoch_end(epoch + 1, metrics):
+            self.stopped = True
+
+    def write_checkpoint(self) -> None:
+        if not self.checkpoint_path or self.written_epoch == self.epoch:
+            return
+        self.last_write, self.written_epoch = time.perf_counter(), self.epoch
+        atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "history": self.history,
+                     "fingerprint": self.fingerprint, "rng": _rng_state(self.generator, self.device)},
+                    self.checkpoint_path)
+
+    def result(self) -> FitResult:
+        train_time = sum(h["epoch_time_s"] for h in self.history)
+        images = sum(h["images"] for h in self.history)
+        return FitResult(self.history, train_time, images / train_time if train_time else float("nan"),
+                         len(self.history), self.stopped, self.start_epoch, self.checkpoint_path)
+
+
+def fit(model: nn.Module, train: TensorData, val: TensorData | None, *, recipe: Recipe, epochs: int,
+        batch_size: int, seed: int = 0, accel: Accel | None = None, loss_fn: LossFn | None = None,
+        batch_transform: BatchTransform | None = None, on_epoch_end: EpochCallback | None = None,
+        log_epoch: EpochLogger | None = None, checkpoint_path: str | os.PathLike | None = None,
+        desc: str = "train", **settings) -> FitResult:
+    """Train ``model`` in place for ``epochs`` epochs and return the per-epoch history: a
+    :func:`fit_group` of one run (``settings`` are that function's keyword arguments)."""
+    run = Run(model, train, val, seed=seed, loss_fn=loss_fn, batch_transform=batch_transform,
+              on_epoch_end=on_epoch_end, log_epoch=log_epoch, checkpoint_path=checkpoint_path, desc=desc)
+    return fit_group([run], recipe=recipe, epochs=epochs, batch_size=batch_size, accel=accel, **settings)[0]
+
+
+def fit_group(runs: Sequence[Run], *, recipe: Recipe, epochs: int, batch_size: int, accel: Accel | None = None,
+              resume: bool = True, checkpoint_every_s: float = 0.0, checkpoint_last: bool = False,
+              eval_batch_size: int = 256, val_every_images: int = 0, nan_check_every: int = 20,
+              deadline: float | None = None, progress: bool | None = None) -> list[FitResult]:
+    """Train several models side by side, step by step, each on a CUDA stream of its own, and
+    return each one's :class:`FitResult`; each run's numbers are those it would get alone.
+
+    On a GPU the runs' kernels overlap (a ResNet50 step at 64 px leaves most of an H200 idle) and
+    nothing waits for the device within an epoch unless ``nan_check_every`` asks (0: check the
+    loss once per epoch). Random draws (shuffling, dropout, augmentations) come from each run's
+    own generators, swapped in around its steps.
+
+    With a run's ``checkpoint_path``, its full training state is written atomically after an
+    epoch (after every one, or with ``checkpoint_every_s`` only once that many seconds have passed
+    since the last write: a ResNet50's state is ~180 MB, longer to write than a short epoch; with
+    ``checkpoint_last`` always after the last one, so a finished run is never trained again) and,
+    when ``resume`` is true and the file belongs to the same configuration, training continues
+    from it. ``val`` is evaluated after every epoch, or with ``val_every_images`` only once that
+    many training images have passed since the last evaluation, and always after the last epoch:
+    the training itself is the same either way. With ``deadline`` (a ``time.time()``), no epoch
+    starts that the last epoch's duration says would end after it: the checkpoints are written and
+    :class:`ChunkDeadline` is raised. ``progress=None`` shows a tqdm bar only on a terminal.
+    """
+    if epochs <= 0 or batch_size <= 0:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if not runs:
+        return []
+    accel = accel or Accel.for_device("auto")
+    device = accel.device
+    alone = len(runs) == 1
+    slots = [contextlib.nullcontext() if alone else (run.rng or RngState(device)) for run in runs]
+    trainers = []
+    for run, slot in zip(runs, slots):
+        with slot:  # a resumed run restores its random state into its own slot
+            trainers.append(_Trainer(run, recipe=recipe, epochs=epochs, batch_size=batch_size, accel=accel,
+                                     resume=resume))
+    for t in trainers[1:] if not alone else ():
+        if t.steps_per_epoch != trainers[0].steps_per_epoch:
+            raise ValueError(f"runs trained side by side need the same steps per epoch; '{t.desc}' has "
+                             f"{t.steps_per_epoch}, '{trainers[0].desc}' {trainers[0].steps_per_epoch}")
+    streams = [torch.cuda.Stream(device) if device.type == "cuda" and not alone else None for _ in trainers]
+    show = sys.stderr.isatty() if progress is None else progress
+    steps_per_epoch = trainers[0].steps_per_epoch
+    last_epoch_s = 0.0
+    while True:
+        active = [i for i, t in enumerate(trainers) if not t.done]
+        if not active:
             break
-    return FitResult(history, train_time, images / train_time if train_time else float("nan"), len(history),
-                     stopped, start_epoch, checkpoint_path)
+        if deadline is not None and time.time() + last_epoch_s > deadline:
+            for t in trainers:
+                t.write_checkpoint()
+            raise ChunkDeadline(", ".join(f"{t.desc} stopped after epoch {t.epoch}/{epochs}" for t in trainers
+                                          if not t.done) + "; the chunk's time is up, run again to continue")
+        epoch = min(trainers[i].epoch for i in active)
+        active = [i for i in active if trainers[i].epoch == epoch]  # a resumed run waits for the others
+        for i in active:
+            with slots[i], _on(streams[i]):
+                trainers[i].begin_epoch()
+        synchronize(device)
+        t0 = time.perf_counter()
+        desc = trainers[active[0]].desc if len(active) == 1 else f"{len(active)} runs"
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{epochs}", disable=not show, leave=False)
+        for step in bar:
+            for i in active:
+                with slots[i], _on(streams[i]):
+                    trainers[i].step(step)
+            if (nan_check_every and (step + 1) % nan_check_every == 0) or step + 1 == steps_per_epoch:
+                synchronize(device)
+                for i in active:
+                    trainers[i].check_finite(epoch, step)
+                if show and alone:
+                    running = trainers[0].running
+                    bar.set_postfix(loss=f"{running.loss_sum.item() / running.seen:.3f}")
+        synchronize(device)
+        last_epoch_s = time.perf_counter() - t0
+        for i in active:
+            trainers[i].end_epoch(last_epoch_s, eval_batch_size=eval_batch_size, val_every_images=val_every_images,
+                                  checkpoint_every_s=checkpoint_every_s, checkpoint_last=checkpoint_last)
+    return [t.result() for t in trainers]
+
+
+def _on(stream: "torch.cuda.Stream | None"):
+    """Queue the work that follows on ``stream`` (nothing to switch on the CPU)."""
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
@@ -298,11 +457,11 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, recipe: Recipe,
-                  checkpoint_path: Path | None, checkpoint_epoch: int) -> None:
+                  checkpoint_path: Path | None, checkpoint_epoch: int, desc: str = "train") -> None:
     if torch.isfinite(loss_sum):
         return
     kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {checkpoint_epoch}) is kept"
             if checkpoint_path and checkpoint_path.is_file() and checkpoint_epoch > 0 else "no checkpoint was written")
     raise NonFiniteLossError(
-        f"training loss became {loss_sum.item()} in epoch {epoch + 1} by step {step + 1}; {kept}. "
+        f"[{desc}] training loss became {loss_sum.item()} in epoch {epoch + 1} by step {step + 1}; {kept}. "
         f"Lower the learning rate (lr={recipe.lr}) or set grad_clip_norm.")

@@ -37,7 +37,7 @@ from torch import nn
 from . import __version__
 from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params, scaled_epochs
 from .data import Splits, TensorData, apply_view, load_splits
-from .engine import Accel, FitResult, fit, seed_everything
+from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import CheckpointError, build_model, is_known_model, project_models
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
@@ -166,6 +166,21 @@ def _comparable_budget(budget: Budget) -> dict[str, Any]:
                                       "epochs", "batch_size", "seeds"})
 
 
+DEADLINE_ENV = "RESNET_REVIEW_DEADLINE"
+
+
+def chunk_deadline() -> float | None:
+    """The end of the current chunk of a campaign (a ``time.time()`` in ``$RESNET_REVIEW_DEADLINE``,
+    set by :mod:`resnet_review.campaign`): no training epoch starts that would end after it."""
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ParamsError(f"${DEADLINE_ENV} must be a Unix time in seconds, got {raw!r}") from None
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN: undefined values (e.g. a CI from one seed) are written as null."""
     if isinstance(value, dict):
@@ -200,6 +215,9 @@ class Stage:
         self._corrupted: dict[tuple[float, int, str], dict] = {}
         self._profiles: dict[tuple, tuple[str, ModelProfile]] = {}
         self._check_models()
+        self.deadline = chunk_deadline()
+        # a run's checkpoint after its last epoch lets a re-run skip it: chunked (campaign) runs
+        self.resumable = self.budget.checkpoint_last or self.deadline is not None
         print(f"stage '{name}': profile={self.params.profile} device={self.accel.device} "
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
 
@@ -303,30 +321,37 @@ class Stage:
         train_probe = splits.train.take(torch.arange(probe_size, device=splits.train.device))
         corrupted = self.corrupted_test(splits)
         runs, first = [], None
-        for seed in b.seeds:
-            seed_everything(seed)
-            model = _call_builder(build, seed)
-            if epochs:
-                result = fit(model, splits.train, splits.val, recipe=recipe, epochs=epochs, batch_size=batch_size,
-                             seed=seed, accel=self.accel, eval_batch_size=b.eval_batch_size,
-                             val_every_images=b.val_every_images,
-                             checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
-                             checkpoint_every_s=b.checkpoint_every_s,
-                             log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
-                             **hooks, **(seed_hooks(seed) if seed_hooks else {}))
-            else:
-                result = FitResult([], 0.0, math.nan, 0)
-            trainable = model
-            model = finalize(model) if finalize else model
-            if first is None:
-                first = (trainable, model)
-            test, train_eval, robustness = self._evaluate(model, splits.test, train_probe, corrupted)
-            weights = None
-            if save_weights:
-                weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
-            runs.append(SeedRun(seed, result, test, weights, train_eval, robustness))
-            print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
-                  f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
+        recipe = b.scaled_recipe(recipe, batch_size)
+        group = b.concurrent_seeds if epochs else 1
+        for chunk in [b.seeds[i:i + group] for i in range(0, len(b.seeds), group)]:
+            models, fit_runs = [], []
+            for seed in chunk:
+                seed_everything(seed)
+                models.append(_call_builder(build, seed))
+                fit_runs.append(Run(models[-1], splits.train, splits.val, seed=seed,
+                                    checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
+                                    log_epoch=self._epoch_logger(variant, seed),
+                                    desc=f"{self.name}/{variant}/seed{seed}",
+                                    rng=RngState(self.accel.device) if len(chunk) > 1 else None,
+                                    **hooks, **(seed_hooks(seed) if seed_hooks else {})))
+            fits = (fit_group(fit_runs, recipe=recipe, epochs=epochs, batch_size=batch_size, accel=self.accel,
+                              eval_batch_size=b.eval_batch_size, val_every_images=b.val_every_images,
+                              checkpoint_every_s=b.checkpoint_every_s, checkpoint_last=self.resumable,
+                              nan_check_every=0 if self.accel.device.type == "cuda" else 20,
+                              deadline=self.deadline)
+                    if epochs else [FitResult([], 0.0, math.nan, 0)])
+            for seed, model, result in zip(chunk, models, fits):
+                trainable = model
+                model = finalize(model) if finalize else model
+                if first is None:
+                    first = (trainable, model)
+                test, train_eval, robustness = self._evaluate(model, splits.test, train_probe, corrupted)
+                weights = None
+                if save_weights:
+                    weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
+                runs.append(SeedRun(seed, result, test, weights, train_eval, robustness))
+                print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
+                      f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
         # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
         # trainable form (an int8 model's packed weights are invisible to both counters)
         info = dict(info or {})
