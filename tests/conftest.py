@@ -48,7 +48,7 @@ def tiny_splits():
 @pytest.fixture(scope="session")
 def load_repo_module():
     """Imports a file of the repository outside the package (a script or benchmark) by its path
-    relative to the root, e.g. ``load_repo_module("scripts/gpu_profile.py")``."""
+    relative to the root, e.g. ``load_repo_module("benchmarks/repro_time.py")``."""
     def load(relative: str):
         path = ROOT / relative
         spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,6 +192,28 @@ class Variant(_Strict):
         return _merge_recipe(stage, self.train)
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One model a stage trains under a profile, as the planner counts it (see
+    :meth:`StageParams.training_runs`): ``seeds`` runs of ``epochs`` x ``images``, plus a forward
+    pass of another stage's model per training image (``teacher_from``: a distillation's teacher)."""
+
+    variant: str
+    model: str
+    model_kwargs: dict[str, Any]
+    images: int
+    epochs: int
+    seeds: int
+    img_size: int
+    view: str = "image"
+    teacher_from: str | None = None
+
+
+def _share(budget: "Budget", fraction: float) -> int:
+    """Training images of a class-stratified ``fraction`` of the profile's (at least 20)."""
+    return min(budget.train_size, max(20, round(budget.train_size * fraction)))
+
+
 class StageParams(_Strict):
     """A technique stage: which registered model it trains, how the recipe differs, and the
     named variants it compares (each trained on the profile's seeds)."""
@@ -206,6 +229,22 @@ class StageParams(_Strict):
 
     def recipe(self, shared: Recipe) -> Recipe:
         return _merge_recipe(shared, self.train)
+
+    def planned_variants(self, profile: str) -> dict[str, Variant]:
+        return {n: v for n, v in self.variants.items() if v.profiles is None or profile in v.profiles}
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """What this stage trains under ``profile``: each variant (or the stage's model when it has
+        none) over the profile's seeds. Stages that train otherwise say so in their schema."""
+        if not self.variants:
+            return [PlannedRun(self.model, self.model, dict(self.model_kwargs), budget.train_size, budget.epochs,
+                               len(budget.seeds), budget.img_size)]
+        return [self._variant_run(name, v, budget) for name, v in self.planned_variants(profile).items()]
+
+    def _variant_run(self, name: str, v: Variant, budget: "Budget", **extra) -> PlannedRun:
+        return PlannedRun(name, v.model or self.model, {**self.model_kwargs, **v.model_kwargs},
+                          _share(budget, v.train_fraction), scaled_epochs(budget.epochs, v.epochs_scale),
+                          len(budget.seeds), v.img_size or budget.img_size, v.view, **extra)
 
 
 class PrepareParams(_Strict):
@@ -283,6 +322,14 @@ class PruningParams(StageParams):
         """The targets that run under ``profile``, in params order."""
         return {n: t for n, t in self.targets.items() if t.profiles is None or profile in t.profiles}
 
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Each target and the dense control fine-tuned for ``finetune_epochs_scale`` x the epochs
+        (counted at the dense model's cost: an upper bound for a pruned one)."""
+        epochs = scaled_epochs(budget.epochs, self.finetune_epochs_scale)
+        names = ["dense_finetuned", *self.targets_under(profile)] if epochs else []
+        return [PlannedRun(n, self.model, dict(self.model_kwargs), budget.train_size, epochs, len(budget.seeds),
+                           budget.img_size) for n in names]
+
 
 class QuantisationParams(StageParams):
     source: SourceModel = SourceModel()
@@ -290,6 +337,12 @@ class QuantisationParams(StageParams):
     calibration_batches: int = Field(8, gt=0, description="training batches int8 activation ranges are observed on")
     qat_epochs_scale: float = Field(0.5, ge=0, le=100, description="quantisation-aware fine-tuning epochs, as a "
                                     "multiple of the profile's epochs (0: skip QAT; at least 1 otherwise)")
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Quantisation-aware fine-tuning of the source; post-training int8 trains nothing."""
+        epochs = scaled_epochs(budget.epochs, self.qat_epochs_scale)
+        return [PlannedRun("int8_qat", self.model, dict(self.model_kwargs), budget.train_size, epochs,
+                           len(budget.seeds), budget.img_size)] if epochs else []
 
 
 # --------------------------------------------------------------------------- training techniques
@@ -314,6 +367,11 @@ class DistillationParams(StageParams):
     temperature: float = Field(4.0, gt=0, description="softmax temperature of teacher and student logits")
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft (teacher) term; 1 - alpha: labels")
     variants: dict[str, DistillVariant] = Field(default_factory=dict)
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Every student, with a forward pass of the teacher stage's model per training image."""
+        return [self._variant_run(n, v, budget, teacher_from=self.teacher.stage)
+                for n, v in self.planned_variants(profile).items()]
 
 
 class AugmentVariant(Variant):
@@ -377,6 +435,19 @@ class SynergyParams(DistillationParams):
     steps: list[str] = Field(default_factory=list, description="variants in the order techniques are added")
     compress: SynergyCompression = SynergyCompression()
     variants: dict[str, SynergyVariant] = Field(default_factory=dict)
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Every cell (a distilled one with its teacher's forward passes) and the pruned last cell's
+        fine-tune on that cell's images."""
+        cells = self.planned_variants(profile)
+        runs = [self._variant_run(n, v, budget, teacher_from=self.teacher.stage if v.distill else None)
+                for n, v in cells.items()]
+        source = cells.get(self.compress.source)
+        if source is not None:
+            cell = self._variant_run("pruned_finetuned", source, budget,
+                                     teacher_from=self.teacher.stage if source.distill else None)
+            runs.append(replace(cell, epochs=scaled_epochs(cell.epochs, self.compress.finetune_epochs_scale)))
+        return runs
 
     @model_validator(mode="after")
     def _cells_are_variants(self) -> "SynergyParams":
@@ -489,6 +560,15 @@ class TuningParams(StageParams):
     control: SourceModel = Field(SourceModel(), description="the stage and variant whose results are the "
                                  "default recipe's (trained on the same budget and seeds; not retrained here)")
 
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """The study's trials (one seed each, every epoch; pruned trials stop earlier: an upper
+        bound) and the best recipe retrained over the profile's seeds."""
+        trials = getattr(self.n_trials, profile)
+        return [PlannedRun("trials", self.model, dict(self.model_kwargs), budget.train_size, budget.epochs, trials,
+                           budget.img_size),
+                PlannedRun("tuned", self.model, dict(self.model_kwargs), budget.train_size, budget.epochs,
+                           len(budget.seeds), budget.img_size)]
+
     @field_validator("storage")
     @classmethod
     def _database_url(cls, storage: str | None) -> str | None:
@@ -553,6 +633,25 @@ class TransferParams(StageParams):
     def variant_names(self) -> list[str]:
         """``<method>_<fraction>`` for every fraction and method, in params order."""
         return [f"{method}_{fraction}" for fraction in self.fractions for method in self.methods]
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """The source pretraining on the source classes' images (none with ``pretrained_path``) and
+        every ``<method>_<fraction>`` on its share of the target classes' images."""
+        seeds, runs = len(budget.seeds), []
+        per_class = budget.train_size / 10
+        if self.pretrained_path is None:
+            runs.append(PlannedRun("source_pretrain", self.model, dict(self.model_kwargs),
+                                   round(per_class * len(self.source_classes)), budget.epochs, seeds, budget.img_size))
+        for fraction_name, fraction in self.fractions.items():
+            for method in self.methods:
+                name = f"{method}_{fraction_name}"
+                if profile not in self.variant_profiles.get(name, [profile]):
+                    continue
+                images = max(2 * len(self.target_classes),
+                             round(per_class * len(self.target_classes) * fraction.train_fraction))
+                runs.append(PlannedRun(name, self.model, dict(self.model_kwargs), images,
+                                       scaled_epochs(budget.epochs, fraction.epochs_scale), seeds, budget.img_size))
+        return runs
 
 
 # --------------------------------------------------------------------------- Table 1: limitations
@@ -674,6 +773,15 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     return validate_params(raw, source=str(path.name))
 
 
+class ReadOnlyParams(StageParams):
+    """A stage that trains nothing: it reads the data or other stages' results."""
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        return []
+
+
+register_stage_schema("data_overview", ReadOnlyParams)
+register_stage_schema("report", ReadOnlyParams)
 register_stage_schema("pruning", PruningParams)
 register_stage_schema("quantisation", QuantisationParams)
 register_stage_schema("distillation", DistillationParams)

@@ -20,6 +20,13 @@ from pathlib import Path
 from .config import ParamsError, Paths, load_params
 
 
+class StoppedAtDeadline(RuntimeError):
+    """The stage's notebook stopped at a campaign chunk's deadline; running it again continues."""
+
+
+EXIT_AT_DEADLINE = 75  # EX_TEMPFAIL: try again later
+
+
 def render_html(notebook: Path, html: Path) -> Path:
     """An HTML copy of an executed notebook, readable without Jupyter."""
     import nbformat
@@ -49,12 +56,21 @@ def run_notebook(notebook: str | Path, stage: str, *, reports_dir: str = "report
     executed = out_dir / "notebook.ipynb"
     parameters = {"stage_name": stage, "profile": params.profile, "reports_dir": reports_dir,
                   "models_dir": models_dir, **(extra or {})}
-    print(f"[{stage}] running {notebook.relative_to(paths.root)} (profile {params.profile}) -> "
-          f"{executed.relative_to(paths.root)}", file=sys.stderr)
+    def shown(path: Path) -> Path:
+        return path.relative_to(paths.root) if path.is_relative_to(paths.root) else path
+
+    print(f"[{stage}] running {shown(notebook)} (profile {params.profile}) -> {shown(executed)}", file=sys.stderr)
     t0 = time.perf_counter()
     # the kernel's stderr (per-epoch lines, test accuracy) streams to the console as it runs
-    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(paths.root),
-                               kernel_name="python3", progress_bar=sys.stderr.isatty(), stderr_file=sys.stderr)
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(paths.root),
+                                   kernel_name="python3", progress_bar=sys.stderr.isatty(), stderr_file=sys.stderr)
+    except papermill.PapermillExecutionError as err:
+        if err.ename != "ChunkDeadline":
+            raise
+        # the notebook as far as it ran, readable; the finished epochs are in the resume checkpoints
+        render_html(executed, out_dir / "notebook.html")
+        raise StoppedAtDeadline(f"[{stage}] stopped at the chunk's deadline: {err.evalue}") from None
     render_html(executed, out_dir / "notebook.html")
     print(f"[{stage}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return executed
@@ -75,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                      profile=args.profile, extra=dict(args.parameter))
     except (ParamsError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
+    except StoppedAtDeadline as err:
+        parser.exit(EXIT_AT_DEADLINE, f"{err}\n")
     return 0
 
 

@@ -186,6 +186,7 @@ def objective(trial: Trial, stage) -> float:
     try:
         result = fit(model, splits.train, splits.val, recipe=recipe, epochs=b.epochs, batch_size=batch_size, seed=seed,
                      accel=stage.accel, eval_batch_size=b.eval_batch_size, desc=f"{stage.name}/trial{trial.number}",
+                     deadline=stage.deadline,  # a trial cut by a chunk's deadline fails and is drawn anew
                      on_epoch_end=pruning_hook(trial, b.epochs, first_prunable_epoch(stage)))
     except NonFiniteLossError as err:
         # a diverged recipe is a bad one, not a broken trial: pruned, so it is not drawn again
