@@ -40,7 +40,8 @@ def test_stages_follow_what_they_read_core_claims_first_and_the_report_last():
     assert order[0] == "data_overview" and order[-1] == "report"
     assert order.index("baseline") < order.index("se") < order.index("synergy")
     assert order.index("dropout") < order.index("hff")  # hff reads dropout's low-data control
-    assert order.index("teacher") < order.index("distillation") and order.index("wide_deep") < order.index("distillation")
+    assert order.index("teacher") < order.index("distillation")
+    assert order.index("wide_deep") < order.index("distillation")
     assert order.index("pruning") < order.index("quantisation") < order.index("hparam_tuning")
     needs = {s.name: s.needs for s in campaign.pipeline_stages(ROOT)}
     assert needs["quantisation"] >= {"baseline", "pruning"}
@@ -48,7 +49,8 @@ def test_stages_follow_what_they_read_core_claims_first_and_the_report_last():
 
 def test_a_dependency_cycle_is_named():
     with pytest.raises(ValueError, match="cycle"):
-        campaign.campaign_order([StageSpec("a", "a.ipynb", frozenset({"b"})), StageSpec("b", "b.ipynb", frozenset({"a"}))])
+        campaign.campaign_order([StageSpec("a", "a.ipynb", frozenset({"b"})),
+                                 StageSpec("b", "b.ipynb", frozenset({"a"}))])
 
 
 def test_chunks_skip_what_is_done_wait_for_what_they_read_and_stop_starting_at_the_deadline(tmp_path):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -63,7 +62,7 @@ def pipeline_stages(root: Path) -> list[StageSpec]:
         items = stage["foreach"].items() if "foreach" in stage else [(None, None)]
         body = stage["do"] if "foreach" in stage else stage
         for key, item in items:
-            def expand(text: str) -> str:
+            def expand(text: str, key=key, item=item) -> str:
                 return text.replace("${key}", str(key)).replace("${item}", str(item)) if key is not None else text
 
             argv = shlex.split(expand(body.get("cmd", "")))
@@ -216,7 +215,8 @@ def plan_pipeline(params: Params, stages: list[StageSpec], throughput: Throughpu
                                          throughput.img_size, cache, b.in_chans) / 3
             train += run.seeds * run.epochs * run.images * per_image
             validations = max(1, min(run.epochs, run.epochs * run.images // max(b.val_every_images, 1)))
-            scored = b.test_size + min(b.val_size, run.images) + b.corruption_size * kinds * len(b.corruption_severities)
+            scored = (b.test_size + min(b.val_size, run.images)
+                      + b.corruption_size * kinds * len(b.corruption_severities))
             evaluation += run.seeds * (scored + validations * b.val_size) * ratio / 3
         architectures = len({(r.model, json.dumps(r.model_kwargs, sort_keys=True, default=str)) for r in runs})
         seconds = (train + evaluation) / throughput.images_per_s + (compile_s * architectures if b.compile else 0)
