@@ -162,3 +162,19 @@ def test_the_pipeline_runner_stops_at_the_deadline_and_the_next_chunk_finishes(t
     assert runner(baseline, time.time() + 600) == "done"
     metrics = json.loads((tmp_path / "gpu/stages/baseline/metrics.json").read_text())
     assert metrics["resnet50"]["per_seed"]["seed"] == [0, 1]
+
+
+def test_the_throughput_benchmark_runs_and_a_cpu_figure_is_not_planned_with(load_repo_module, tmp_path, monkeypatch):
+    bench = load_repo_module("benchmarks/gpu_throughput.py")
+    out = tmp_path / "reports/gpu/benchmarks/throughput.json"
+    assert bench.main(["--tiny", "--device", "cpu", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["settings"]) == {"profile", "imagenet"} and data["group"] == 2
+    for setting in data["settings"].values():
+        assert setting["bare_images_per_s"] > 0 and setting["engine_images_per_s"] > 0
+    # the planner takes only a CUDA measurement; without one it falls back to the gpu baseline's rate
+    (tmp_path / "reports/gpu/stages").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no measured GPU throughput"):
+        campaign.measured_throughput(tmp_path)
+    out.write_text(json.dumps({**data, "device_type": "cuda", "engine_images_per_s": 50_000.0, "img_size": 32}))
+    assert campaign.measured_throughput(tmp_path).images_per_s == 50_000.0
