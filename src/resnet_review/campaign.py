@@ -127,8 +127,10 @@ def measured_throughput(root: Path) -> Throughput:
         if data.get("device_type") == "cuda" and data.get("engine_images_per_s"):
             return Throughput(data["engine_images_per_s"], data["img_size"],
                               f"{bench.relative_to(root)}: {data.get('device_name', 'GPU')}, {data.get('setting', '')}")
-    metrics = root / REPORTS / "stages" / "baseline" / "metrics.json"
-    if metrics.is_file():
+    # this campaign's baseline, else the latest archived gpu run's (reports/gpu/<run>/stages/...)
+    candidates = [root / REPORTS / "stages" / "baseline" / "metrics.json",
+                  *sorted((root / REPORTS).glob("*/stages/baseline/metrics.json"), reverse=True)]
+    for metrics in (p for p in candidates if p.is_file()):
         data = json.loads(metrics.read_text())
         block, budget = data.get("resnet50", {}), data.get("budget", {})
         rate = (block.get("train_images_per_s") or {}).get("mean")
@@ -137,8 +139,8 @@ def measured_throughput(root: Path) -> Throughput:
                               f"last measured: {metrics.relative_to(root)} (one eager process, batch "
                               f"{budget.get('batch_size')}, {budget.get('img_size')} px; not yet measured with the "
                               "group engine on a GPU)")
-    raise FileNotFoundError(f"no measured GPU throughput: neither {bench} nor {metrics} exists; "
-                            "pass --images-per-s")
+    raise FileNotFoundError(f"no measured GPU throughput: neither {bench} nor a gpu baseline's metrics.json "
+                            f"under {root / REPORTS}; pass --images-per-s")
 
 
 @dataclass
