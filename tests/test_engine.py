@@ -204,3 +204,26 @@ def test_a_chunk_deadline_stops_between_epochs_and_the_rerun_finishes_identicall
     again = fit(resnet18(seed=5), tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
                 deadline=time.time() - 1, **kwargs)
     assert again.resumed_from_epoch == 3 and again.history == resumed.history
+
+
+@pytest.mark.slow
+def test_models_of_one_architecture_compile_once_in_a_group(tiny_splits):
+    """Dynamo inlines nn.Modules (parameters are graph inputs): the seeds of a variant trained side
+    by side share the first one's compiled graph instead of compiling per seed."""
+    from torch._dynamo.utils import counters
+
+    from resnet_review.engine import Run, fit_group
+
+    def small(seed):
+        seed_everything(seed)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(4, 10))
+
+    torch._dynamo.reset()
+    counters.clear()
+    part = tiny_splits.train.take(torch.arange(64))
+    runs = [Run(small(seed), part, seed=seed) for seed in (0, 1, 2)]
+    results = fit_group(runs, recipe=RECIPE, epochs=1, batch_size=32, accel=Accel(torch.device("cpu"), None, False,
+                                                                                   compile=True))
+    assert all(r.epochs_completed == 1 for r in results)
+    assert counters["stats"]["unique_graphs"] == 1
