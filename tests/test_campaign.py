@@ -178,3 +178,25 @@ def test_the_throughput_benchmark_runs_and_a_cpu_figure_is_not_planned_with(load
         campaign.measured_throughput(tmp_path)
     out.write_text(json.dumps({**data, "device_type": "cuda", "engine_images_per_s": 50_000.0, "img_size": 32}))
     assert campaign.measured_throughput(tmp_path).images_per_s == 50_000.0
+
+
+def test_a_stage_done_elsewhere_runs_again_when_a_pending_stage_loads_its_absent_weights(tmp_path):
+    stages = [StageSpec("baseline", "n"), StageSpec("se", "n", frozenset({"baseline"})),
+              StageSpec("pruning", "n", frozenset({"baseline"}), frozenset({"baseline"}))]
+    prints = {s.name: "v1" for s in stages}
+    state = CampaignState(tmp_path / "campaign.json")
+    for name in ("baseline", "se"):
+        state.record(name, "done", "v1", 1.0)
+    calls = []
+    run_chunk(stages, prints, state, max_minutes=1, runner=lambda s, d: calls.append(s.name) or "done",
+              models_dir=tmp_path / "models")
+    assert calls == ["baseline", "pruning"]  # se reads only metrics: not retrained
+    (tmp_path / "models/baseline/resnet50").mkdir(parents=True)
+    (tmp_path / "models/baseline/resnet50/seed0.pt").write_bytes(b"")
+    state.record("pruning", "failed", "v1", 1.0)
+    calls.clear()
+    run_chunk(stages, prints, state, max_minutes=1, runner=lambda s, d: calls.append(s.name) or "done",
+              models_dir=tmp_path / "models")
+    assert calls == ["pruning"]  # the weights are here now
+    spec = {s.name: s for s in campaign.pipeline_stages(ROOT)}
+    assert spec["quantisation"].weights_from == {"baseline", "pruning"} and spec["se"].weights_from == set()

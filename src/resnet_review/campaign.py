@@ -52,6 +52,7 @@ class StageSpec:
     name: str
     notebook: str
     needs: frozenset[str] = frozenset()
+    weights_from: frozenset[str] = frozenset()  # the stages whose trained weights (models/<stage>) it loads
 
 
 def pipeline_stages(root: Path) -> list[StageSpec]:
@@ -68,15 +69,16 @@ def pipeline_stages(root: Path) -> list[StageSpec]:
             argv = shlex.split(expand(body.get("cmd", "")))
             if argv[:3] != ["python", "-m", "resnet_review.pipeline"] or "--stage" not in argv:
                 continue
-            needs = set()
+            needs, weights = set(), set()
             for dep in body.get("deps", []):
                 parts = Path(expand(dep)).parts
                 if parts[:2] == ("reports", "stages") and len(parts) > 2:
                     needs.add(parts[2])
                 elif parts[:1] == ("models",) and len(parts) > 1:
                     needs.add(parts[1])
+                    weights.add(parts[1])
             name = argv[argv.index("--stage") + 1]
-            specs.append(StageSpec(name, argv[3], frozenset(needs - {name})))
+            specs.append(StageSpec(name, argv[3], frozenset(needs - {name}), frozenset(weights - {name})))
     return specs
 
 
@@ -299,13 +301,22 @@ def pipeline_runner(root: Path, profile: str = "gpu", *, reports: str | Path = R
 
 
 def run_chunk(stages: list[StageSpec], fingerprints: dict[str, str], state: CampaignState, *, max_minutes: float,
-              runner: Runner, jobs: int = 1, report: bool = True) -> dict[str, str]:
+              runner: Runner, jobs: int = 1, report: bool = True, models_dir: Path | None = None) -> dict[str, str]:
     """Run the stages not yet done, in order, ``jobs`` at a time, until ``max_minutes`` are up: a
     stage starts once the stages it reads are done; the report, when chosen, renders last from
-    whatever is complete. Returns each stage's status after this chunk."""
+    whatever is complete. A stage done on another machine whose weights a pending stage loads,
+    but which are not under ``models_dir`` here, is trained again (weights are not committed).
+    Returns each stage's status after this chunk."""
     deadline = time.time() + max_minutes * 60
     training = [s for s in stages if s.name != "report"]
     status = {s.name: ("done" if state.done(s.name, fingerprints[s.name]) else "pending") for s in training}
+    if models_dir is not None:
+        for stage in training:
+            for source in sorted(stage.weights_from) if status[stage.name] == "pending" else ():
+                if status.get(source) == "done" and not any((models_dir / source).glob("*/seed*.pt")):
+                    print(f"[campaign] {source}: done, but its weights are not under {models_dir / source} and "
+                          f"{stage.name} loads them: training it again", file=sys.stderr)
+                    status[source] = "pending"
     running: dict[Future, StageSpec] = {}
     starts: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
@@ -397,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     fingerprints = {s.name: stage_fingerprint(raw, s, paths.root) for s in stages}
     state = CampaignState(out / "campaign.json")
     status = run_chunk(stages, fingerprints, state, max_minutes=args.max_minutes,
-                       runner=pipeline_runner(paths.root, args.profile), jobs=args.jobs, report=not args.no_report)
+                       runner=pipeline_runner(paths.root, args.profile), jobs=args.jobs, report=not args.no_report,
+                       models_dir=paths.root / MODELS)
     (out / "campaign.md").write_text("# gpu campaign: what is complete\n\n"
                                      + completeness(params, stages, out / "stages", state))
     left = [n for n, s in status.items() if s != "done" and n != "report"]
