@@ -200,3 +200,11 @@ def test_a_stage_done_elsewhere_runs_again_when_a_pending_stage_loads_its_absent
     assert calls == ["pruning"]  # the weights are here now
     spec = {s.name: s for s in campaign.pipeline_stages(ROOT)}
     assert spec["quantisation"].weights_from == {"baseline", "pruning"} and spec["se"].weights_from == set()
+
+
+def test_the_profile_batch_gets_the_scaled_lr_and_a_given_batch_keeps_its_recipe(paths, tmp_path):
+    stage = tiny_stage(paths, tmp_path, lr_scaling="linear", lr_reference_batch=20, seeds=[0], epochs=1)
+    scaled = stage.run_variant("a")  # batch 40: twice the reference
+    assert scaled.info["lr_scaled"] == pytest.approx(2 * stage.recipe.lr)
+    kept = stage.run("given", batch_size=40)
+    assert "lr_scaled" not in kept.info

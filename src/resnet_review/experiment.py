@@ -313,7 +313,11 @@ class Stage:
         recipe = recipe or self.recipe
         b = self.budget
         epochs = b.epochs if epochs is None else epochs
-        batch_size = b.batch_size if batch_size is None else batch_size
+        info = dict(info or {})
+        if batch_size is None:  # the profile's batch: the lr scaled for it; a given batch keeps its recipe's lr
+            batch_size, scaled = b.batch_size, b.scaled_recipe(recipe, b.batch_size)
+            if scaled is not recipe:
+                info["lr_scaled"], recipe = scaled.lr, scaled
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         # the training images the train-validation gap is measured on: as many as validation has
@@ -321,7 +325,6 @@ class Stage:
         train_probe = splits.train.take(torch.arange(probe_size, device=splits.train.device))
         corrupted = self.corrupted_test(splits)
         runs, first = [], None
-        recipe = b.scaled_recipe(recipe, batch_size)
         group = b.concurrent_seeds if epochs else 1
         for chunk in [b.seeds[i:i + group] for i in range(0, len(b.seeds), group)]:
             models, fit_runs = [], []
@@ -354,7 +357,6 @@ class Stage:
                       f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
         # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
         # trainable form (an int8 model's packed weights are invisible to both counters)
-        info = dict(info or {})
         prof = self._profile(variant, *first, splits, info, batch_size) if profile else None
         variant_result = VariantResult(variant, runs, prof, info, model=copy.deepcopy(first[1]).cpu().eval())
         self.results[variant] = variant_result
