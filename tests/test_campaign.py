@@ -208,3 +208,18 @@ def test_the_profile_batch_gets_the_scaled_lr_and_a_given_batch_keeps_its_recipe
     assert scaled.info["lr_scaled"] == pytest.approx(2 * stage.recipe.lr)
     kept = stage.run("given", batch_size=40)
     assert "lr_scaled" not in kept.info
+
+
+def test_completeness_lists_the_variants_without_every_seed(tmp_path):
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    stages = [s for s in campaign.pipeline_stages(ROOT) if s.name in ("baseline", "swish")]
+    (tmp_path / "baseline").mkdir()
+    (tmp_path / "baseline/metrics.json").write_text(json.dumps({"resnet50": {"seeds": 2}}))
+    (tmp_path / "swish").mkdir()
+    (tmp_path / "swish/metrics.json").write_text(json.dumps({"silu": {"seeds": 1}}))  # cut after one seed
+    state = CampaignState(tmp_path / "campaign.json")
+    state.record("baseline", "done", "x", 1.0)
+    state.record("swish", "partial", "x", 1.0)
+    table = campaign.completeness(params, stages, tmp_path, state)
+    assert "| baseline | done | 1 | - |" in table
+    assert "| swish | partial | 0 | silu |" in table

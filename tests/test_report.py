@@ -225,3 +225,17 @@ def test_one_architecture_gets_one_latency_across_stages(tmp_path):
     assert frame.loc["wide_deep/resnet18", "latency_timings"] == 3
     assert frame.loc["wide_deep/resnet101", "latency_cpu_b1_ms"] == 30.0
     assert frame.loc["unlabelled/no_id", "latency_cpu_b1_ms"] == 7.0
+
+
+def test_index_shows_what_a_chunked_campaign_still_misses(tmp_path):
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    out = tmp_path / "report"
+    out.mkdir()
+    frame = report.collect(stages)
+    plain = report.write_index(tmp_path, stages, out, [], report.master_table(frame)).read_text()
+    assert "Campaign progress" not in plain
+    (tmp_path / "campaign.md").write_text("| stage | status | variants with every seed | missing |\n"
+                                          "| se | partial | 0 | seresnet50 |\n")
+    page = report.write_index(tmp_path, stages, out, [], report.master_table(frame)).read_text()
+    assert "Campaign progress" in page and "| se | partial | 0 | seresnet50 |" in page

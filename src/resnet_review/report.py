@@ -271,6 +271,9 @@ def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str
     imgs = "\n".join(f'<figure><img src="{rel(f)}" alt="{html.escape(f.stem)}"><figcaption>{html.escape(f.stem)}'
                      f"</figcaption></figure>" for f in figures)
     profiles = ", ".join(sorted(table["profile"].unique())) if "profile" in table else "?"
+    progress = reports_dir / "campaign.md"  # a chunked (gpu campaign) run: what is still missing
+    progress = (f'<h2>Campaign progress</h2><p>Stages and variants still missing (<a href="campaign.md">'
+                f'campaign.md</a>):</p><pre>{html.escape(progress.read_text())}</pre>' if progress.is_file() else "")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>resnet-review results</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
@@ -279,6 +282,7 @@ img{{max-width:100%}}</style></head><body>
 <h1>resnet-review: measured ResNet50 optimisation techniques</h1>
 <p>Fashion-MNIST, profile <b>{html.escape(profiles)}</b>. Accuracy is the mean over seeds with a 95% Student-t
 confidence interval; small-budget profiles (smoke, cpu) are not paper-grade numbers.</p>
+{progress}
 <h2>Rendered notebooks</h2><ul>
 {items}
 </ul>
