@@ -223,3 +223,13 @@ def test_completeness_lists_the_variants_without_every_seed(tmp_path):
     table = campaign.completeness(params, stages, tmp_path, state)
     assert "| baseline | done | 1 | - |" in table
     assert "| swish | partial | 0 | silu |" in table
+
+
+def test_the_convergence_benchmark_trains_one_whole_schedule_per_epoch_count(load_repo_module, tmp_path):
+    bench = load_repo_module("benchmarks/convergence.py")
+    assert bench.main(["--profile", "smoke", "--epochs", "2", "1", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "convergence.json").read_text())
+    assert [p["epochs"] for p in data["points"]] == [1, 2]
+    assert all(0 <= p["test_acc"] <= 1 and len(p["test_acc_per_seed"]) == 1 for p in data["points"])
+    assert data["points"][1]["train_time_s"][0] > data["points"][0]["train_time_s"][0]  # twice the epochs
+    assert (tmp_path / "convergence.png").stat().st_size > 0
