@@ -236,3 +236,15 @@ def test_metrics_show_the_storage_without_machine_paths_or_passwords(raw, paths,
     assert tuning.shown_storage(stage) == f"sqlite:///models/scratch/hparam_tuning/{tuning.STUDY_FILE}"
     stage = open_stage(raw, paths, tmp_path, storage="postgresql://me:secret@db.example/optuna")
     assert tuning.shown_storage(stage) == "postgresql://me:***@db.example/optuna"
+
+
+def test_a_profile_can_draw_its_own_batch_sizes():
+    from pathlib import Path
+
+    from resnet_review.config import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    tuning_gpu = load_params(root / "params.yaml", profile="gpu").stage("hparam_tuning")
+    assert tuning_gpu.search_under("gpu").batch_size == [256, 512, 1024]
+    assert tuning_gpu.search_under("cpu") is tuning_gpu.search  # the cpu study's space is unchanged
+    assert tuning_gpu.search_under("gpu").lr_factor == tuning_gpu.search.lr_factor

@@ -555,10 +555,19 @@ class TuningParams(StageParams):
     trial_seed: int | None = Field(None, ge=0, description="the one seed every trial trains with; default: the "
                                    "profile's first seed")
     search: SearchSpace
+    batch_size_by_profile: dict[Literal["smoke", "cpu", "gpu"], list[int]] = Field(
+        default_factory=dict, description="the batch sizes a trial draws under a profile, instead of "
+        "search.batch_size (a GPU profile's large batches)")
     pruner: PrunerParams = PrunerParams()
     sampler: SamplerParams = SamplerParams()
     control: SourceModel = Field(SourceModel(), description="the stage and variant whose results are the "
                                  "default recipe's (trained on the same budget and seeds; not retrained here)")
+
+    def search_under(self, profile: str) -> SearchSpace:
+        """The search space of ``profile``: ``search`` with that profile's batch sizes, if it has its own."""
+        sizes = self.batch_size_by_profile.get(profile)
+        return self.search if sizes is None else SearchSpace.model_validate(
+            {**self.search.model_dump(), "batch_size": sizes})
 
     def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
         """The study's trials (one seed each, every epoch; pruned trials stop earlier: an upper

@@ -81,6 +81,11 @@ def params_of(recipe: Recipe, batch_size: int, space: SearchSpace) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- study
+def search_space(stage) -> SearchSpace:
+    """What a trial of the stage draws under its profile (the profile's own batch sizes, if any)."""
+    return stage.config.search_under(stage.params.profile)
+
+
 def trial_seed(stage) -> int:
     """The one seed every trial trains with: ``trial_seed``, or the profile's first seed."""
     seed = stage.config.trial_seed
@@ -122,7 +127,7 @@ def study_setup(stage) -> dict[str, Any]:
     b = stage.budget
     setup = {"model": stage.config.model, "model_kwargs": stage.config.model_kwargs,
              "budget": b.model_dump(include={"train_size", "val_size", "data_seed", "img_size", "in_chans", "epochs"}),
-             "trial_seed": trial_seed(stage), "search": stage.config.search.model_dump(),
+             "trial_seed": trial_seed(stage), "search": search_space(stage).model_dump(),
              "base_recipe": stage.recipe.model_dump()}
     return json.loads(json.dumps(setup))  # as the storage returns it (lists, string keys)
 
@@ -148,7 +153,7 @@ def open_study(stage) -> optuna.Study:
     study.sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed + len(study.trials),
                                                n_startup_trials=cfg.sampler.n_startup_trials)
     if not study.trials:
-        default = params_of(stage.recipe, stage.budget.batch_size, cfg.search)
+        default = params_of(stage.recipe, stage.budget.batch_size, search_space(stage))
         if default is not None:
             study.enqueue_trial(default, user_attrs={"default_recipe": True})
         else:
@@ -176,8 +181,9 @@ def pruning_hook(trial: Trial, epochs: int, first_epoch: int) -> Callable[[int, 
 
 def objective(trial: Trial, stage) -> float:
     """Train the stage's model once with the trial's recipe; its final validation accuracy."""
-    cfg, b = stage.config, stage.budget
-    recipe, batch_size = recipe_from(suggest(trial, cfg.search), cfg.search, stage.recipe)
+    b = stage.budget
+    space = search_space(stage)
+    recipe, batch_size = recipe_from(suggest(trial, space), space, stage.recipe)
     trial.set_user_attr("lr", recipe.lr)
     trial.set_user_attr("weight_decay", recipe.weight_decay)
     splits, seed = stage.splits, trial_seed(stage)
@@ -235,7 +241,7 @@ def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
     states = Counter(t.state for t in study.trials)
     best = study.best_trial
     default = [t for t in finished_trials(study) if t.user_attrs.get("default_recipe")]
-    recipe, batch_size = recipe_from(best.params, stage.config.search, stage.recipe)
+    recipe, batch_size = recipe_from(best.params, search_space(stage), stage.recipe)
     return {"name": study.study_name, "storage": shown_storage(stage), "n_trials": n_trials(stage),
             "complete": states[TrialState.COMPLETE], "pruned": states[TrialState.PRUNED],
             "failed": states[TrialState.FAIL], "best_trial": best.number, "best_val_acc": best.value,
@@ -258,7 +264,7 @@ def run_tuning(stage) -> TuningOutcome:
                           "must differ from the default only in the keys the study searched")
     study = run_study(stage)
     best = study.best_trial
-    recipe, batch_size = recipe_from(best.params, cfg.search, stage.recipe)
+    recipe, batch_size = recipe_from(best.params, search_space(stage), stage.recipe)
     info = {"best_trial": best.number, "trial_val_acc": best.value, "batch_size": batch_size,
             **recipe.model_dump(include=set(SEARCHED))}
     tuned = stage.run("tuned", recipe=recipe, batch_size=batch_size, info=info)
