@@ -227,3 +227,37 @@ def test_models_of_one_architecture_compile_once_in_a_group(tiny_splits):
                                                                                    compile=True))
     assert all(r.epochs_completed == 1 for r in results)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_truncated_resume_checkpoint_is_named_discarded_and_training_starts_afresh(tiny_splits, tmp_path, capsys):
+    kwargs = dict(recipe=RECIPE, epochs=1, batch_size=32, accel=CPU, checkpoint_path=tmp_path / "run.pt")
+    fit(resnet18(), tiny_splits.train, None, **kwargs)
+    data = (tmp_path / "run.pt").read_bytes()
+    (tmp_path / "run.pt").write_bytes(data[:len(data) // 2])
+    again = fit(resnet18(), tiny_splits.train, None, **kwargs)
+    assert again.resumed_from_epoch == 0 and again.epochs_completed == 1
+    assert f"resume checkpoint {tmp_path / 'run.pt'} is unreadable" in capsys.readouterr().err
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1  # a good one in its place
+
+
+def test_a_checkpoint_of_other_images_or_hooks_is_not_resumed(tiny_splits, paths, tmp_path):
+    from resnet_review.data import load_splits
+    from resnet_review.training import distillation
+
+    def train_split(**changes):
+        return load_splits(paths.prepared, **{"train_size": 256, "val_size": 128, "test_size": 256,
+                                               "img_size": 28, **changes}).train
+
+    kwargs = dict(recipe=RECIPE, epochs=1, batch_size=32, accel=CPU, checkpoint_path=tmp_path / "c.pt")
+    fit(resnet18(), tiny_splits.train, None, **kwargs)
+    same = fit(resnet18(), tiny_splits.train, None, **kwargs)
+    assert same.resumed_from_epoch == 1  # the control: the same run resumes
+    # the same number of images under the same name, at another size or from another draw
+    smaller, other_draw = train_split(img_size=24), train_split(data_seed=1)
+    assert smaller.name == other_draw.name == tiny_splits.train.name and len(smaller) == len(other_draw)
+    assert fit(resnet18(), smaller, None, **kwargs).resumed_from_epoch == 0
+    assert fit(resnet18(), other_draw, None, **kwargs).resumed_from_epoch == 0
+    teacher = resnet18(seed=1)
+    fit(resnet18(), tiny_splits.train, None, loss_fn=distillation(teacher, temperature=4.0), **kwargs)
+    hotter = fit(resnet18(), tiny_splits.train, None, loss_fn=distillation(teacher, temperature=8.0), **kwargs)
+    assert hotter.resumed_from_epoch == 0

@@ -35,6 +35,7 @@ import yaml
 from .config import Budget, Params, ParamsError, Paths, PlannedRun, load_params
 from .experiment import DEADLINE_ENV
 from .pipeline import EXIT_AT_DEADLINE
+from .storage import atomic_write_text
 
 REPORTS, MODELS = "reports/gpu", "models/gpu"
 # the review's core claims first: the architecture changes, the novel models (HFF reads dropout's
@@ -270,10 +271,7 @@ class CampaignState:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"stages": self.stages}, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps({"stages": self.stages}, indent=2) + "\n")
 
 
 Runner = Callable[[StageSpec, float], str]  # (stage, deadline) -> "done" | "partial" | "failed"

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -115,6 +117,44 @@ def run_fingerprint(model: nn.Module, recipe: Recipe, **settings) -> str:
     """Identifies a training run, so a checkpoint of another configuration is never resumed."""
     blob = json.dumps({"model": repr(model), "recipe": recipe.model_dump(), **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_digest(data: TensorData) -> str:
+    """What the training data holds: its labels, input shapes and every image's pixel sum, so that
+    another size, view, share or draw of the images is another run (cheap on the device)."""
+    digest = hashlib.sha256(data.targets.detach().cpu().numpy().tobytes())
+    for x in data.inputs:
+        digest.update(repr(tuple(x.shape)).encode())
+        digest.update(x.detach().flatten(1).double().sum(1).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe_hook(hook: Callable | None, depth: int = 2) -> str | None:
+    """A hook as far as it changes training: its name and the settings its closure holds (numbers,
+    strings, nested hooks, a teacher's class), e.g. a distillation loss with its temperature."""
+    if hook is None:
+        return None
+    if isinstance(hook, (bool, int, float, str)):
+        return repr(hook)
+    if isinstance(hook, nn.Module):
+        return type(hook).__name__
+    if isinstance(hook, (list, tuple)):
+        return "[" + ", ".join(str(describe_hook(h, depth)) for h in hook) + "]"
+    name = getattr(hook, "__qualname__", type(hook).__qualname__)
+    cells = getattr(hook, "__closure__", None) or ()
+    if depth <= 0 or not cells:
+        return name
+    inner = []
+    for cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        # functions and plain settings; callable objects that keep state (a lazily built
+        # RandomErasing) would make the same run look different once it has trained a step
+        if inspect.isfunction(value) or isinstance(value, (bool, int, float, str, list, tuple, nn.Module)):
+            inner.append(str(describe_hook(value, depth - 1)))
+    return f"{name}({', '.join(inner)})"
 
 
 @dataclass
@@ -235,7 +275,9 @@ class _Trainer:
         self.generator = torch.Generator(device=device).manual_seed(run.seed)
         self.checkpoint_path = Path(run.checkpoint_path) if run.checkpoint_path else None
         self.fingerprint = run_fingerprint(model, recipe, epochs=epochs, batch_size=self.batch_size, seed=run.seed,
-                                           n_train=len(self.train), train=self.train.name)
+                                           n_train=len(self.train), train=self.train.name,
+                                           data=data_digest(self.train),
+                                           hooks=[describe_hook(run.loss_fn), describe_hook(run.batch_transform)])
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         if self.checkpoint_path and resume and self.checkpoint_path.is_file():
@@ -250,7 +292,15 @@ class _Trainer:
         return self.stopped or self.epoch >= self.epochs
 
     def _resume(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            # a truncated or damaged file (a kill mid-write of an older version, a full disk)
+            print(f"[{self.desc}] resume checkpoint {self.checkpoint_path} is unreadable "
+                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                  "discarding it and starting afresh", file=sys.stderr)
+            self.checkpoint_path.unlink(missing_ok=True)
+            return
         if state.get("fingerprint") != self.fingerprint:
             print(f"[{self.desc}] {self.checkpoint_path} belongs to another configuration; starting afresh",
                   file=sys.stderr)

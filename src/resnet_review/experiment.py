@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from dvclive import Live
+from dvclive.plots import NumpyEncoder
 from torch import nn
 
 from . import __version__
@@ -43,7 +44,7 @@ from .models import CheckpointError, build_model, is_known_model, project_models
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
-from .storage import atomic_save
+from .storage import atomic_save, atomic_write_text
 
 # Metrics aggregated over seeds, as (name in metrics.json, how to read it from one seed's run).
 SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
@@ -166,6 +167,16 @@ def _comparable_budget(budget: Budget) -> dict[str, Any]:
                                       "epochs", "batch_size", "seeds"})
 
 
+class AtomicLive(Live):
+    """dvclive's ``Live`` with ``metrics.json`` written atomically: dvclive writes it in place, so a
+    kill during the write left an empty file where the stage's results were."""
+
+    def make_summary(self):
+        if self._step is not None:
+            self.summary["step"] = self.step
+        atomic_write_text(self.metrics_file, json.dumps(self.summary, indent=4, cls=NumpyEncoder) + "\n")
+
+
 DEADLINE_ENV = "RESNET_REVIEW_DEADLINE"
 
 
@@ -227,7 +238,7 @@ class Stage:
         metrics and plots, so a stage that fails before logging anything (bad input, missing
         data) leaves the results already written untouched."""
         if self._live is None:
-            self._live = Live(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
+            self._live = AtomicLive(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
             self._live.summary.update({"profile": self.params.profile, "stage": self.name,
                                        "package_version": __version__,
                                        "budget": _comparable_budget(self.budget)})

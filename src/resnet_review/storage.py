@@ -1,25 +1,51 @@
-"""Writing files so that a crash never leaves a truncated one where a good one was."""
+"""Writing files so that a crash never leaves a truncated one where a good one was, and identical
+content gives identical bytes."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import torch
 
+STALE_TMP_S = 600  # a temporary file this old is a killed writer's leftover, not a save in progress
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """``write`` into a temporary file beside ``path``, flushed to disk, then renamed over it; the
+    leftovers of earlier writers that were killed mid-save are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink()
+        except FileNotFoundError:  # another process removed it first
+            pass
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` through an open file (a path would be recorded in the archive, so every save
+    of the same content would differ), atomically."""
+    return _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically: a reader sees the old file or the new one, never a part."""
+    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
