@@ -103,11 +103,13 @@ def test_a_deadline_cuts_a_stage_and_the_rerun_finishes_it_with_the_same_numbers
     whole = tiny_stage(paths, tmp_path / "whole")
     whole.run_variants()
 
-    monkeypatch.setenv(DEADLINE_ENV, str(time.time() + 0.5))
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() + 3600))
     cut = tiny_stage(paths, tmp_path / "cut")
     assert cut.resumable  # a deadline keeps every finished run's last checkpoint
+    cut.splits_for()  # data loaded before the clock starts
+    cut.deadline = time.time() + 2.0  # inside the second epoch's expected time (the first one's + 3 s)
     with pytest.raises(ChunkDeadline, match="seed0 stopped after epoch 1/2"):
-        cut.run_variants(on_epoch_end=lambda epoch, metrics: time.sleep(1.0))
+        cut.run_variants(on_epoch_end=lambda epoch, metrics: time.sleep(3.0))
     monkeypatch.delenv(DEADLINE_ENV)
     rerun = tiny_stage(paths, tmp_path / "cut", checkpoint_last=True)
     rerun.run_variants()

@@ -190,11 +190,12 @@ def test_a_chunk_deadline_stops_between_epochs_and_the_rerun_finishes_identicall
     full = fit(reference, tiny_splits.train, tiny_splits.val, **kwargs)
 
     def slow_epoch(epoch, metrics):  # the deadline falls inside the second epoch's expected time
-        time.sleep(1.0)
+        time.sleep(3.0)
 
+    model = resnet18(seed=5)
     with pytest.raises(ChunkDeadline, match=r"seed5 stopped after epoch 1/3"):
-        fit(resnet18(seed=5), tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
-            desc="s/v/seed5", deadline=time.time() + 0.5, on_epoch_end=slow_epoch, **kwargs)
+        fit(model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt",
+            desc="s/v/seed5", deadline=time.time() + 2.0, on_epoch_end=slow_epoch, **kwargs)
     assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1
     resumed_model = resnet18(seed=5)
     resumed = fit(resumed_model, tiny_splits.train, tiny_splits.val, checkpoint_path=tmp_path / "run.pt", **kwargs)
