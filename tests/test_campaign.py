@@ -90,10 +90,15 @@ def test_chunks_skip_what_is_done_wait_for_what_they_read_and_stop_starting_at_t
 
 def test_seeds_side_by_side_give_the_numbers_of_seeds_one_after_another(paths, tmp_path):
     torch.set_num_threads(2)
+
+    def seed_hooks(seed):  # draws from the global generator, as loading a seed's teacher does
+        torch.randn(3)
+        return {}
+
     one = tiny_stage(paths, tmp_path / "one")
-    one.run_variants()
+    one.run_variants(seed_hooks=seed_hooks)
     both = tiny_stage(paths, tmp_path / "both", concurrent_seeds=2)
-    both.run_variants()
+    both.run_variants(seed_hooks=seed_hooks)
     assert per_seed(both) == per_seed(one)
     assert per_seed(one)["test_loss"][0] != per_seed(one)["test_loss"][1]
 

@@ -342,12 +342,14 @@ class Stage:
             for seed in chunk:
                 seed_everything(seed)
                 models.append(_call_builder(build, seed))
+                extra = seed_hooks(seed) if seed_hooks else {}  # e.g. loading this seed's teacher
+                # the random state each run trains from is the one it would start alone with
                 fit_runs.append(Run(models[-1], splits.train, splits.val, seed=seed,
                                     checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
                                     log_epoch=self._epoch_logger(variant, seed),
                                     desc=f"{self.name}/{variant}/seed{seed}",
                                     rng=RngState(self.accel.device) if len(chunk) > 1 else None,
-                                    **hooks, **(seed_hooks(seed) if seed_hooks else {})))
+                                    **hooks, **extra))
             fits = (fit_group(fit_runs, recipe=recipe, epochs=epochs, batch_size=batch_size, accel=self.accel,
                               eval_batch_size=b.eval_batch_size, val_every_images=b.val_every_images,
                               checkpoint_every_s=b.checkpoint_every_s, checkpoint_last=self.resumable,
