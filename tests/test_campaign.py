@@ -66,7 +66,10 @@ def test_chunks_skip_what_is_done_wait_for_what_they_read_and_stop_starting_at_t
         return outcome.get(stage.name, "done")
 
     state = CampaignState(tmp_path / "campaign.json")
-    status = run_chunk(stages, prints, state, max_minutes=1, runner=runner, jobs=2)
+    status = run_chunk(stages, prints, state, max_minutes=1, runner=runner, jobs=2,
+                       before_report=lambda: calls.append("progress"))
+    assert calls[-2:] == ["progress", "report"]  # what is missing is written before the report renders
+    calls.remove("progress")
     assert calls[0] == "base" and set(calls[1:3]) == {"left", "right"} and calls[-1] == "report"
     assert "after" not in calls and status["after"] == "pending"  # waits for the partial stage it reads
     assert status["left"] == "partial" and status["right"] == "done"

@@ -9,8 +9,7 @@ import timm
 import torch
 from test_experiment import open_stage
 
-from resnet_review.config import ParamsError, validate_params
-from resnet_review.experiment import MIN_TRAIN_IMAGES
+from resnet_review.config import MIN_TRAIN_IMAGES, ParamsError, validate_params
 from resnet_review.limitations import TABLE1, batch_sweep, depth_of, table1
 
 

@@ -299,11 +299,13 @@ def pipeline_runner(root: Path, profile: str = "gpu", *, reports: str | Path = R
 
 
 def run_chunk(stages: list[StageSpec], fingerprints: dict[str, str], state: CampaignState, *, max_minutes: float,
-              runner: Runner, jobs: int = 1, report: bool = True, models_dir: Path | None = None) -> dict[str, str]:
+              runner: Runner, jobs: int = 1, report: bool = True, models_dir: Path | None = None,
+              before_report: Callable[[], None] | None = None) -> dict[str, str]:
     """Run the stages not yet done, in order, ``jobs`` at a time, until ``max_minutes`` are up: a
     stage starts once the stages it reads are done; the report, when chosen, renders last from
-    whatever is complete. A stage done on another machine whose weights a pending stage loads,
-    but which are not under ``models_dir`` here, is trained again (weights are not committed).
+    whatever is complete, after ``before_report`` (e.g. writing what is missing). A stage done on
+    another machine whose weights a pending stage loads, but which are not under ``models_dir``
+    here, is trained again (weights are not committed).
     Returns each stage's status after this chunk."""
     deadline = time.time() + max_minutes * 60
     training = [s for s in stages if s.name != "report"]
@@ -341,6 +343,8 @@ def run_chunk(stages: list[StageSpec], fingerprints: dict[str, str], state: Camp
                 state.record(stage.name, outcome, fingerprints[stage.name], time.time() - starts[stage.name])
                 print(f"[campaign] {stage.name}: {outcome} after {time.time() - starts[stage.name]:.0f} s",
                       file=sys.stderr)
+    if before_report is not None:
+        before_report()
     for s in stages:
         if s.name == "report" and report:
             status["report"] = runner(s, max(deadline, time.time() + 300))
@@ -405,15 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     raw["profile"] = args.profile
     fingerprints = {s.name: stage_fingerprint(raw, s, paths.root) for s in stages}
     state = CampaignState(out / "campaign.json")
-    runner = pipeline_runner(paths.root, args.profile)
-    status = run_chunk(stages, fingerprints, state, max_minutes=args.max_minutes, runner=runner, jobs=args.jobs,
-                       report=False, models_dir=paths.root / MODELS)
-    # what is complete and what is missing, before the report renders (its index shows this table)
-    (out / "campaign.md").write_text("# gpu campaign: what is complete\n\n"
-                                     + completeness(params, stages, out / "stages", state))
-    report = next((s for s in stages if s.name == "report"), None)
-    if report is not None and not args.no_report:
-        runner(report, time.time() + 300)
+
+    def write_progress() -> None:  # before the report renders: its index shows this table
+        atomic_write_text(out / "campaign.md", "# gpu campaign: what is complete\n\n"
+                          + completeness(params, stages, out / "stages", state))
+
+    status = run_chunk(stages, fingerprints, state, max_minutes=args.max_minutes,
+                       runner=pipeline_runner(paths.root, args.profile), jobs=args.jobs, report=not args.no_report,
+                       models_dir=paths.root / MODELS, before_report=write_progress)
     left = [n for n, s in status.items() if s != "done" and n != "report"]
     print(f"[campaign] {'complete' if not left else 'to do: ' + ', '.join(left)}", file=sys.stderr)
     return 0 if not left else EXIT_AT_DEADLINE if all(status[n] in ("partial", "pending") for n in left) else 1

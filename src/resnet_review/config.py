@@ -42,6 +42,9 @@ def scaled_epochs(epochs: int, scale: float) -> int:
     return 0 if scale == 0 else max(1, round(epochs * scale))
 
 
+MIN_TRAIN_IMAGES = 20  # the fewest training images a share of the data is cut to
+
+
 class Budget(_Strict):
     """What every technique gets under one profile: the same data, epochs and seeds."""
 
@@ -77,6 +80,12 @@ class Budget(_Strict):
                                  "evaluated on under each corruption (0: no robustness evaluation)")
     corruption_severities: list[int] = Field(default_factory=lambda: [2], min_length=1,
                                              description="severities (1 mild .. 3 strong) of every corruption")
+
+    def train_images(self, fraction: float = 1.0) -> int:
+        """Training images of a class-stratified ``fraction`` of the profile's: at least
+        :data:`MIN_TRAIN_IMAGES` (two per class of Fashion-MNIST's ten: a batch-norm batch needs two
+        rows, and a stratified share should hold every class)."""
+        return min(self.train_size, max(MIN_TRAIN_IMAGES, round(self.train_size * fraction)))
 
     def scaled_recipe(self, recipe: "Recipe", batch_size: int) -> "Recipe":
         """``recipe`` with its learning rate scaled for ``batch_size`` by :attr:`lr_scaling`."""
@@ -209,11 +218,6 @@ class PlannedRun:
     teacher_from: str | None = None
 
 
-def _share(budget: "Budget", fraction: float) -> int:
-    """Training images of a class-stratified ``fraction`` of the profile's (at least 20)."""
-    return min(budget.train_size, max(20, round(budget.train_size * fraction)))
-
-
 class StageParams(_Strict):
     """A technique stage: which registered model it trains, how the recipe differs, and the
     named variants it compares (each trained on the profile's seeds)."""
@@ -237,13 +241,19 @@ class StageParams(_Strict):
         """What this stage trains under ``profile``: each variant (or the stage's model when it has
         none) over the profile's seeds. Stages that train otherwise say so in their schema."""
         if not self.variants:
-            return [PlannedRun(self.model, self.model, dict(self.model_kwargs), budget.train_size, budget.epochs,
-                               len(budget.seeds), budget.img_size)]
+            return [self._model_run(self.model, budget)]
         return [self._variant_run(name, v, budget) for name, v in self.planned_variants(profile).items()]
+
+    def _model_run(self, name: str, budget: "Budget", *, epochs: int | None = None, seeds: int | None = None,
+                   images: int | None = None) -> PlannedRun:
+        """The stage's own model on the profile's data (or ``images`` of it) and input size."""
+        return PlannedRun(name, self.model, dict(self.model_kwargs), budget.train_size if images is None else images,
+                          budget.epochs if epochs is None else epochs,
+                          len(budget.seeds) if seeds is None else seeds, budget.img_size)
 
     def _variant_run(self, name: str, v: Variant, budget: "Budget", **extra) -> PlannedRun:
         return PlannedRun(name, v.model or self.model, {**self.model_kwargs, **v.model_kwargs},
-                          _share(budget, v.train_fraction), scaled_epochs(budget.epochs, v.epochs_scale),
+                          budget.train_images(v.train_fraction), scaled_epochs(budget.epochs, v.epochs_scale),
                           len(budget.seeds), v.img_size or budget.img_size, v.view, **extra)
 
 
@@ -327,8 +337,7 @@ class PruningParams(StageParams):
         (counted at the dense model's cost: an upper bound for a pruned one)."""
         epochs = scaled_epochs(budget.epochs, self.finetune_epochs_scale)
         names = ["dense_finetuned", *self.targets_under(profile)] if epochs else []
-        return [PlannedRun(n, self.model, dict(self.model_kwargs), budget.train_size, epochs, len(budget.seeds),
-                           budget.img_size) for n in names]
+        return [self._model_run(n, budget, epochs=epochs) for n in names]
 
 
 class QuantisationParams(StageParams):
@@ -341,8 +350,7 @@ class QuantisationParams(StageParams):
     def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
         """Quantisation-aware fine-tuning of the source; post-training int8 trains nothing."""
         epochs = scaled_epochs(budget.epochs, self.qat_epochs_scale)
-        return [PlannedRun("int8_qat", self.model, dict(self.model_kwargs), budget.train_size, epochs,
-                           len(budget.seeds), budget.img_size)] if epochs else []
+        return [self._model_run("int8_qat", budget, epochs=epochs)] if epochs else []
 
 
 # --------------------------------------------------------------------------- training techniques
@@ -573,10 +581,7 @@ class TuningParams(StageParams):
         """The study's trials (one seed each, every epoch; pruned trials stop earlier: an upper
         bound) and the best recipe retrained over the profile's seeds."""
         trials = getattr(self.n_trials, profile)
-        return [PlannedRun("trials", self.model, dict(self.model_kwargs), budget.train_size, budget.epochs, trials,
-                           budget.img_size),
-                PlannedRun("tuned", self.model, dict(self.model_kwargs), budget.train_size, budget.epochs,
-                           len(budget.seeds), budget.img_size)]
+        return [self._model_run("trials", budget, seeds=trials), self._model_run("tuned", budget)]
 
     @field_validator("storage")
     @classmethod
@@ -643,23 +648,25 @@ class TransferParams(StageParams):
         """``<method>_<fraction>`` for every fraction and method, in params order."""
         return [f"{method}_{fraction}" for fraction in self.fractions for method in self.methods]
 
+    def variants_under(self, profile: str) -> list[str]:
+        """The ``<method>_<fraction>`` variants that run under ``profile``, in params order."""
+        return [n for n in self.variant_names() if profile in self.variant_profiles.get(n, [profile])]
+
     def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
         """The source pretraining on the source classes' images (none with ``pretrained_path``) and
         every ``<method>_<fraction>`` on its share of the target classes' images."""
-        seeds, runs = len(budget.seeds), []
-        per_class = budget.train_size / 10
+        runs, per_class = [], budget.train_size / 10
         if self.pretrained_path is None:
-            runs.append(PlannedRun("source_pretrain", self.model, dict(self.model_kwargs),
-                                   round(per_class * len(self.source_classes)), budget.epochs, seeds, budget.img_size))
+            runs.append(self._model_run("source_pretrain", budget, images=round(per_class * len(self.source_classes))))
+        selected = self.variants_under(profile)
         for fraction_name, fraction in self.fractions.items():
             for method in self.methods:
-                name = f"{method}_{fraction_name}"
-                if profile not in self.variant_profiles.get(name, [profile]):
+                if f"{method}_{fraction_name}" not in selected:
                     continue
                 images = max(2 * len(self.target_classes),
                              round(per_class * len(self.target_classes) * fraction.train_fraction))
-                runs.append(PlannedRun(name, self.model, dict(self.model_kwargs), images,
-                                       scaled_epochs(budget.epochs, fraction.epochs_scale), seeds, budget.img_size))
+                runs.append(self._model_run(f"{method}_{fraction_name}", budget, images=images,
+                                            epochs=scaled_epochs(budget.epochs, fraction.epochs_scale)))
         return runs
 
 

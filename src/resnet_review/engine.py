@@ -274,10 +274,11 @@ class _Trainer:
             self.optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, recipe.min_lr_ratio))
         self.generator = torch.Generator(device=device).manual_seed(run.seed)
         self.checkpoint_path = Path(run.checkpoint_path) if run.checkpoint_path else None
-        self.fingerprint = run_fingerprint(model, recipe, epochs=epochs, batch_size=self.batch_size, seed=run.seed,
-                                           n_train=len(self.train), train=self.train.name,
-                                           data=data_digest(self.train),
-                                           hooks=[describe_hook(run.loss_fn), describe_hook(run.batch_transform)])
+        # only a checkpointed run needs it (the data digest reads the images back from the device)
+        self.fingerprint = run_fingerprint(
+            model, recipe, epochs=epochs, batch_size=self.batch_size, seed=run.seed, n_train=len(self.train),
+            train=self.train.name, data=data_digest(self.train),
+            hooks=[describe_hook(run.loss_fn), describe_hook(run.batch_transform)]) if self.checkpoint_path else None
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         if self.checkpoint_path and resume and self.checkpoint_path.is_file():

@@ -65,7 +65,6 @@ SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
 
 
 Builder = Callable[[], nn.Module] | Callable[[int], nn.Module]
-MIN_TRAIN_IMAGES = 20  # the fewest training images a share of the data is cut to
 
 
 def _call_builder(build: Builder, seed: int) -> nn.Module:
@@ -265,10 +264,7 @@ class Stage:
         b = self.budget
         key = (train_fraction, img_size or b.img_size, view)
         if key not in self._splits:
-            # at least two images per class (Fashion-MNIST's ten): a batch-norm batch needs two rows,
-            # and a class-stratified share should hold every class
-            train_size = min(b.train_size, max(MIN_TRAIN_IMAGES, round(b.train_size * train_fraction)))
-            splits = load_splits(self.paths.prepared, train_size=train_size, val_size=b.val_size,
+            splits = load_splits(self.paths.prepared, train_size=b.train_images(train_fraction), val_size=b.val_size,
                                  test_size=b.test_size, img_size=key[1], in_chans=b.in_chans,
                                  data_seed=b.data_seed, device=self.accel.device)
             self._splits[key] = Splits(*(apply_view(d, view) for d in splits))
@@ -506,7 +502,7 @@ class Stage:
         """The ``variants:`` of this stage that run under the current profile, in params order
         (a variant with ``profiles: [gpu]`` is a costly extra left to the gpu profile)."""
         profile = self.params.profile
-        names = [n for n, v in self.config.variants.items() if v.profiles is None or profile in v.profiles]
+        names = list(self.config.planned_variants(profile))
         skipped = sorted(set(self.config.variants) - set(names))
         if skipped:
             print(f"stage '{self.name}': variants {skipped} do not run under profile '{profile}'", file=sys.stderr)

@@ -161,8 +161,7 @@ def run_transfer(stage) -> dict:
     fresh = stage.model_factory(splits=target)
     load_source_weights(fresh(), sources[b.seeds[0]], exclude)  # a checkpoint that does not fit stops here
 
-    selected = [n for n in cfg.variant_names()
-                if stage.params.profile in cfg.variant_profiles.get(n, [stage.params.profile])]
+    selected = cfg.variants_under(stage.params.profile)
     for fraction_name, fraction in cfg.fractions.items():
         train = take_fraction(target.train, fraction.train_fraction, b.data_seed)
         splits = Splits(train, target.val, target.test)
