@@ -103,8 +103,8 @@ def test_effects_against_zero_and_interactions_on_known_values(paths, tmp_path):
         stage.effect(clear, {"seed": [0, 1], "test_acc": [0.1, 0.2]})
 
 
-def test_unknown_model_in_a_variant_fails_when_the_stage_opens(paths, tmp_path):
-    with pytest.raises(ParamsError, match=r"unknown models \['resnet5O'\]"):
+def test_unknown_model_in_a_variant_is_refused_with_the_params(paths, tmp_path):
+    with pytest.raises(ParamsError, match=r"tiny\.variants\.typo\.model: Value error, unknown model 'resnet5O'"):
         open_stage(paths, tmp_path, {"variants": {"typo": {"model": "resnet5O"}}})
     stage = open_stage(paths, tmp_path, {"variants": {"a": {}}})
     with pytest.raises(KeyError, match="no variant 'b'.*variants: a"):

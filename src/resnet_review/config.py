@@ -130,6 +130,16 @@ def _check_recipe_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def _check_model_name(name: str | None) -> str | None:
+    """A model name that :func:`models.build_model` knows, checked with the params so that a typo
+    is refused before any kernel starts."""
+    from .models import is_known_model, model_suggestions
+
+    if name is not None and not is_known_model(name):
+        raise ValueError(f"unknown model {name!r}; {model_suggestions(name)}")
+    return name
+
+
 def _merge_recipe(base: Recipe, overrides: dict[str, Any]) -> Recipe:
     return Recipe(**{**base.model_dump(), **overrides})
 
@@ -186,6 +196,7 @@ class Variant(_Strict):
         None, description="the profiles this variant runs under (default: all); a costly extra can be gpu-only")
 
     _check_train = field_validator("train")(_check_recipe_overrides)
+    _check_model = field_validator("model")(_check_model_name)
 
     @field_validator("view")
     @classmethod
@@ -228,6 +239,7 @@ class StageParams(_Strict):
     variants: dict[str, Variant] = Field(default_factory=dict)
 
     _check_train = field_validator("train")(_check_recipe_overrides)
+    _check_model = field_validator("model")(_check_model_name)
 
     _variant_names = field_validator("variants")(_names_usable_in_paths("variant"))
 

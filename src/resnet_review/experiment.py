@@ -40,7 +40,7 @@ from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, loa
 from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
-from .models import CheckpointError, build_model, is_known_model, project_models
+from .models import CheckpointError, build_model
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
@@ -224,7 +224,6 @@ class Stage:
         self._splits: dict[tuple[float, int, str], Splits] = {}
         self._corrupted: dict[tuple[float, int, str], dict] = {}
         self._profiles: dict[tuple, tuple[str, ModelProfile]] = {}
-        self._check_models()
         self.deadline = chunk_deadline()
         # a run's checkpoint after its last epoch lets a re-run skip it: chunked (campaign) runs
         self.resumable = self.budget.checkpoint_last or self.deadline is not None
@@ -242,14 +241,6 @@ class Stage:
                                        "package_version": __version__,
                                        "budget": _comparable_budget(self.budget)})
         return self._live
-
-    def _check_models(self) -> None:
-        """Unknown model names fail here, when the stage opens, not after hours of training."""
-        names = {self.config.model} | {v.model for v in self.config.variants.values() if v.model}
-        unknown = sorted(n for n in names if not is_known_model(n))
-        if unknown:
-            raise ParamsError(f"params.yaml section '{self.name}' names unknown models {unknown}; "
-                              f"project models: {project_models()}, or any `timm.list_models()` name")
 
     # ------------------------------------------------------------------ data
     @property

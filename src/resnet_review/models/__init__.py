@@ -44,6 +44,14 @@ def is_known_model(name: str) -> bool:
     return name in _REGISTRY or timm.is_model(name)
 
 
+def model_suggestions(name: str) -> str:
+    """The project's models and timm's names like ``name``, for an unknown-model message."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [*project_models(), *timm.list_models()], n=5, cutoff=0.6)
+    return f"models like it: {', '.join(close) or 'none'} (project models: {', '.join(project_models())})"
+
+
 def build_model(name: str, num_classes: int = 10, in_chans: int = 1, *,
                 pretrained_path: str | os.PathLike | None = None,
                 pretrained_exclude: tuple[str, ...] = (), **kwargs) -> nn.Module:
@@ -59,9 +67,7 @@ def build_model(name: str, num_classes: int = 10, in_chans: int = 1, *,
     elif timm.is_model(name):
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     else:
-        close = timm.list_models(f"*{name}*")[:8]
-        raise ValueError(f"unknown model '{name}'. Project models: {project_models()}; "
-                         f"timm models like it: {close}")
+        raise ValueError(f"unknown model '{name}'; {model_suggestions(name)}")
     if pretrained_path is not None:
         load_pretrained(model, pretrained_path, exclude=pretrained_exclude)
     return model
