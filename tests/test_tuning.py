@@ -248,3 +248,66 @@ def test_a_profile_can_draw_its_own_batch_sizes():
     assert tuning_gpu.search_under("gpu").batch_size == [256, 512, 1024]
     assert tuning_gpu.search_under("cpu") is tuning_gpu.search  # the cpu study's space is unchanged
     assert tuning_gpu.search_under("gpu").lr_factor == tuning_gpu.search.lr_factor
+
+
+def test_one_worker_draws_exactly_what_tpe_draws(raw, paths, tmp_path):
+    """The worker-seeded sampler changes nothing for a study run by one process: the committed
+    single-worker studies stay reproducible."""
+    space = tuning.search_space(open_stage(raw, paths, tmp_path))
+
+    def draws(sampler):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.enqueue_trial({"optimizer": "sgd", "lr_factor": 1.0})
+        study.optimize(lambda t: sum(v for v in tuning.suggest(t, space).values() if isinstance(v, float)),
+                       n_trials=14)
+        return [t.params for t in study.trials]
+
+    for seed in (0, 7):
+        assert draws(tuning.WorkerSeededSampler(seed, 4)) == draws(optuna.samplers.TPESampler(seed=seed,
+                                                                                               n_startup_trials=4))
+
+
+WORKER = r"""
+import json, sys, time
+from pathlib import Path
+import optuna
+from resnet_review import tuning
+from resnet_review.config import validate_params
+from resnet_review.experiment import Stage
+
+raw, tmp, me = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), sys.argv[3]
+stage = Stage("hparam_tuning", params=validate_params(raw), reports_dir=str(tmp / "stages"),
+              models_dir=str(tmp / "models"), root=raw.pop("_root", None))
+(tmp / f"ready-{me}").touch()
+while len(list(tmp.glob("ready-*"))) < 2:  # both open the study at the same instant
+    time.sleep(0.001)
+study = tuning.open_study(stage)
+space = tuning.search_space(stage)
+study.optimize(lambda t: (tuning.suggest(t, space), time.sleep(0.2), 0.5)[2], n_trials=3)
+"""
+
+
+def test_workers_opening_a_study_together_draw_distinct_trials(raw, paths, tmp_path):
+    """Two processes that open a new study at the same instant enqueue the default recipe once
+    and share no sampler seed: no recipe is drawn twice."""
+    import subprocess
+    import sys
+
+    (tmp_path / "raw.json").write_text(json.dumps(raw))
+    (tmp_path / "worker.py").write_text(WORKER)
+    url = f"sqlite:///{tmp_path / 'models/hparam_tuning' / tuning.STUDY_FILE}"
+    (tmp_path / "models/hparam_tuning").mkdir(parents=True)
+    optuna.storages.RDBStorage(url)  # the database exists: the workers race on the study alone
+    workers = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "raw.json"),
+                                 str(tmp_path), str(i)], cwd=paths.root, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name=open_stage(raw, paths, tmp_path / "x").config.study_name,
+                              storage=url)
+    trials = study.get_trials(states=[TrialState.COMPLETE])
+    assert len(trials) == 6
+    assert sum(bool(t.user_attrs.get("default_recipe")) for t in trials) == 1
+    draws = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(draws)) == len(draws), draws

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -132,16 +133,76 @@ def study_setup(stage) -> dict[str, Any]:
     return json.loads(json.dumps(setup))  # as the storage returns it (lists, string keys)
 
 
+class WorkerSeededSampler(optuna.samplers.BaseSampler):
+    """TPE seeded with ``seed`` plus the number of the first trial this worker draws.
+
+    One worker alone draws exactly what ``TPESampler(seed + trials so far)`` draws, so a study and
+    its resumption are reproducible; workers that open one study at the same instant see the same
+    trial count but are handed distinct trial numbers by the storage, so they never share a seed
+    and never draw the same recipes twice."""
+
+    def __init__(self, seed: int, n_startup_trials: int):
+        self._seed, self._n_startup_trials = seed, n_startup_trials
+        self._tpe: optuna.samplers.TPESampler | None = None
+
+    def _sampler(self, trial: FrozenTrial | None = None) -> optuna.samplers.TPESampler:
+        if self._tpe is None:
+            self._tpe = optuna.samplers.TPESampler(seed=self._seed + (trial.number if trial else 0),
+                                                   n_startup_trials=self._n_startup_trials)
+        return self._tpe
+
+    def before_trial(self, study, trial):
+        self._sampler(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._sampler(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler().reseed_rng()
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """The study's storage; workers that create a new database at the same instant race on its
+    schema, and the loser retries once the winner has written it."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_study(stage) -> optuna.Study:
-    """Create the stage's study, or load it to resume; the default recipe is enqueued as the first
-    trial of a new study, so the search starts from the configuration it has to beat."""
+    """Create the stage's study, or load it to resume or to join it from another worker.
+
+    Only the worker whose ``create_study`` succeeds (the storage refuses a second study of the
+    same name, atomically) enqueues the default recipe as the first trial, so the search starts
+    from the configuration it has to beat, once."""
     cfg = stage.config
     if cfg.storage is None:
         stage.models_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(stage)
-    study = optuna.create_study(storage=url, study_name=cfg.study_name, direction="maximize", load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
-                                                                   n_warmup_steps=first_prunable_epoch(stage)))
+    options = dict(storage=open_storage(url), study_name=cfg.study_name,
+                   sampler=WorkerSeededSampler(cfg.sampler.seed, cfg.sampler.n_startup_trials),
+                   pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
+                                                      n_warmup_steps=first_prunable_epoch(stage)))
+    try:
+        study, created = optuna.create_study(direction="maximize", **options), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(**options), False
     setup, stored = study_setup(stage), study.user_attrs.get("setup")
     if stored is None:
         study.set_user_attr("setup", setup)
@@ -149,10 +210,7 @@ def open_study(stage) -> optuna.Study:
         changed = sorted(k for k in set(stored) | set(setup) if stored.get(k) != setup.get(k))
         raise ParamsError(f"study '{cfg.study_name}' in {shown_url(url)} was run with another {', '.join(changed)}; "
                           "set hparam_tuning.study_name to a new name, or delete that study to start afresh")
-    # a resumed study must not replay the random draws it already made: offset the seed
-    study.sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed + len(study.trials),
-                                               n_startup_trials=cfg.sampler.n_startup_trials)
-    if not study.trials:
+    if created:
         default = params_of(stage.recipe, stage.budget.batch_size, search_space(stage))
         if default is not None:
             study.enqueue_trial(default, user_attrs={"default_recipe": True})
