@@ -91,15 +91,15 @@ def verify_raw(raw_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     arrays = {}
     for key, (filename, md5, shape) in RAW_FILES.items():
         path = raw_dir / filename
-        raw = read_idx_bytes(path) if path.is_file() else None
-        if raw is None:
-            raise DataIntegrityError(
-                f"{path}: file is missing (expected decompressed md5 {md5}); run `make data`")
+        expected = f"expected decompressed md5 {md5}; restore the raw files with `make data`"
+        try:
+            raw = read_idx_bytes(path)
+        except DataIntegrityError as err:
+            raise DataIntegrityError(f"{err} ({expected})") from None
         actual = hashlib.md5(raw).hexdigest()
         if actual != md5:
-            raise DataIntegrityError(
-                f"{path}: decompressed md5 is {actual}, expected {md5}; the file is corrupt, "
-                f"truncated or not Fashion-MNIST (restore it with `make data`)")
+            raise DataIntegrityError(f"{path}: decompressed md5 is {actual}, {expected} (the file is corrupt, "
+                                     "truncated or not Fashion-MNIST)")
         array = parse_idx(raw, str(path))
         if array.shape != shape:
             raise DataIntegrityError(f"{path}: shape {array.shape}, expected {shape}")
@@ -141,7 +141,7 @@ def prepare(raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_size: i
 def load_prepared(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` (or `make data`) first")
+        raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` first (after `make data`, which installs the raw files)")
     return torch.load(path, weights_only=True)
 
 
@@ -356,17 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m resnet_review.data``: verify the raw files and write the prepared split."""
     import argparse
 
-    from .config import Paths, load_params
+    from .config import ParamsError, Paths, load_params
 
     parser = argparse.ArgumentParser(prog="python -m resnet_review.data", description=main.__doc__)
     parser.add_argument("--raw-dir", help="folder of the four raw .gz files (default: data/raw)")
     parser.add_argument("--out", help="prepared tensor file (default: data/prepared/fashion_mnist.pt)")
     args = parser.parse_args(argv)
     paths = Paths()
-    params = load_params(paths.params).prepare
     try:
+        params = load_params(paths.params).prepare
         sizes = prepare(args.raw_dir or paths.raw, args.out or paths.prepared, params.val_size, params.split_seed)
-    except DataIntegrityError as err:
+    except (ParamsError, DataIntegrityError) as err:
         parser.exit(1, f"error: {err}\n")
     print(f"prepared {args.out or paths.prepared}: {sizes}")
     return 0
