@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,39 @@ from resnet_review.config import Paths
 from resnet_review.data import RAW_FILES, load_splits, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def project_env() -> dict[str, str]:
+    """The environment a user's shell has in a copy of the project: this venv's tools first."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RESNET_REVIEW_ROOT", None)
+    return env
+
+
+def sh(cmd: str, cwd: Path, timeout: float = 900) -> str:
+    """Run a shell command in ``cwd`` and return its output; fail the test with it if it fails."""
+    out = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout, shell=True)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    return out.stdout + out.stderr
+
+
+def copy_project(dest: Path, *, profile: str = "smoke") -> Path:
+    """A copy of the working tree (git-tracked and untracked-but-not-ignored files, so the
+    committed results come along) plus the raw data, under ``profile``, as a git repository whose
+    DVC cache links files instead of copying them."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
+    params = (dest / "params.yaml").read_text()
+    (dest / "params.yaml").write_text(re.sub(r"^profile: \w+", f"profile: {profile}", params, flags=re.M))
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    sh("dvc config --local cache.type hardlink,copy", dest)
+    return dest
 
 
 def _ensure_prepared() -> Path:

@@ -2,7 +2,6 @@
 README's recipe for a new technique, real metrics, rendered notebooks, and a no-op second run."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_project, project_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def readme_block(marker: str) -> str:
@@ -23,42 +22,23 @@ def readme_block(marker: str) -> str:
     return match.group(1)
 
 
-def sh(cmd, cwd, timeout=900):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("RESNET_REVIEW_ROOT", None)
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, shell=True)
-    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
-    return out.stdout + out.stderr
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw data,
-    switched to the smoke profile and extended by the README's recipe."""
+    """A copy of the project under the smoke profile, extended by the README's recipe, after a
+    whole `dvc repro`."""
     dest = tmp_path_factory.mktemp("project")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
+    copy_project(dest)
     shutil.rmtree(dest / "reports", ignore_errors=True)  # results must come from this run
     (dest / "dvc.lock").unlink(missing_ok=True)
-
-    params = (dest / "params.yaml").read_text()
-    params = re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M)
-    (dest / "params.yaml").write_text(params + "\n" + readme_block("params"))
+    (dest / "params.yaml").write_text((dest / "params.yaml").read_text() + "\n" + readme_block("params"))
     dvc = (dest / "dvc.yaml").read_text()
     anchor = "  technique:\n    foreach:\n"
     assert dvc.count(anchor) == 1
     (dest / "dvc.yaml").write_text(dvc.replace(anchor, anchor + readme_block("dvc")))
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
-
-    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm recipe", dest)
     # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
     # links them instead of holding a second copy, and the copy goes once the module's tests are done
-    sh("dvc config --local cache.type hardlink,copy", dest)
     try:
         log = sh("dvc repro", dest, timeout=2700)  # ~20 stages of a minute or so each under smoke
         yield dest, log
@@ -161,10 +141,19 @@ def test_bad_params_stop_before_any_kernel_starts(project, tmp_path):
     shutil.copytree(dest, bad, ignore=shutil.ignore_patterns("models", ".dvc", ".git", "data"))
     (bad / "params.yaml").write_text(yaml.safe_dump(params))
     before = (bad / "reports/stages/baseline/metrics.json").read_text()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = project_env()
     out = subprocess.run([sys.executable, "-m", "resnet_review.pipeline", "notebooks/01_baseline_resnet50.ipynb",
                           "--stage", "baseline", "--reports-dir", "reports/stages"], cwd=bad, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "profiles.smoke.epochs: Input should be greater than 0" in out.stderr
     assert (bad / "reports/stages/baseline/metrics.json").read_text() == before  # results already written are untouched
+
+
+def test_the_report_of_probes_in_the_readme_counts_these_tests():
+    """The README's reliability figure is the number of probe tests, not a typed-in number."""
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "probe", "tests"],
+                               cwd=ROOT, capture_output=True, text=True)
+    n = sum(1 for line in collected.stdout.splitlines() if "::" in line)
+    readme = (ROOT / "README.md").read_text()
+    assert f"{n} probes" in readme, f"README should state {n} probes"
