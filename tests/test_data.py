@@ -49,6 +49,7 @@ def test_verify_raw_accepts_the_real_files(paths):
     assert arrays["train_images"].shape == (60_000, 28, 28)
 
 
+@pytest.mark.probe
 def test_a_corrupt_file_is_named_with_its_expected_hash_and_nothing_is_written(raw_copy, tmp_path):
     name, md5, _ = RAW_FILES["train_labels"]
     raw = bytearray(gzip.decompress((raw_copy / name).read_bytes()))
@@ -62,14 +63,23 @@ def test_a_corrupt_file_is_named_with_its_expected_hash_and_nothing_is_written(r
     assert not out.exists()
 
 
+@pytest.mark.probe
 def test_a_truncated_file_is_reported(raw_copy):
-    name = RAW_FILES["test_images"][0]
+    name, md5, _ = RAW_FILES["test_images"]
     data = (raw_copy / name).read_bytes()
     (raw_copy / name).write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataIntegrityError, match=f"{name}.*(corrupt or truncated)"):
+    with pytest.raises(DataIntegrityError, match=f"{name}: cannot be read .*corrupt or truncated.*expected "
+                                                 f"decompressed md5 {md5}"):
         verify_raw(raw_copy)
 
 
+@pytest.mark.probe
+def test_missing_prepared_data_points_at_the_stage_that_writes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `dvc repro prepare` first"):
+        load_prepared(tmp_path / "nope.pt")
+
+
+@pytest.mark.probe
 def test_a_missing_file_is_reported(raw_copy):
     name, md5, _ = RAW_FILES["test_labels"]
     (raw_copy / name).unlink()
@@ -77,6 +87,7 @@ def test_a_missing_file_is_reported(raw_copy):
         verify_raw(raw_copy)
 
 
+@pytest.mark.probe
 def test_prepare_keeps_an_existing_output_when_it_fails(raw_copy, tmp_path):
     out = tmp_path / "prepared.pt"
     prepare(raw_copy, out, val_size=1000, split_seed=3)

@@ -28,6 +28,7 @@ def test_engine_learns_fashion_mnist(small_splits):
     assert result.images_per_s > 0 and result.epochs_completed == 3
 
 
+@pytest.mark.probe
 def test_resume_continues_where_an_interrupted_run_stopped(tiny_splits, tmp_path):
     kwargs = dict(recipe=RECIPE, epochs=3, batch_size=32, accel=CPU, seed=7)
     reference = resnet18(seed=7)
@@ -52,6 +53,7 @@ def test_resume_continues_where_an_interrupted_run_stopped(tiny_splits, tmp_path
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
 
 
+@pytest.mark.probe
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_splits, tmp_path):
     kwargs = dict(epochs=1, batch_size=32, accel=CPU, checkpoint_path=tmp_path / "c.pt")
     fit(resnet18(), tiny_splits.train, None, recipe=RECIPE, **kwargs)
@@ -59,6 +61,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_splits, tmp_p
     assert other.resumed_from_epoch == 0 and other.epochs_completed == 1
 
 
+@pytest.mark.probe
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tiny_splits, tmp_path):
     calls = {"n": 0}
     steps_per_epoch = len(tiny_splits.train) // 32
@@ -230,6 +233,7 @@ def test_models_of_one_architecture_compile_once_in_a_group(tiny_splits):
     assert counters["stats"]["unique_graphs"] == 1
 
 
+@pytest.mark.probe
 def test_a_truncated_resume_checkpoint_is_named_discarded_and_training_starts_afresh(tiny_splits, tmp_path, capsys):
     kwargs = dict(recipe=RECIPE, epochs=1, batch_size=32, accel=CPU, checkpoint_path=tmp_path / "run.pt")
     fit(resnet18(), tiny_splits.train, None, **kwargs)
@@ -241,6 +245,7 @@ def test_a_truncated_resume_checkpoint_is_named_discarded_and_training_starts_af
     assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1  # a good one in its place
 
 
+@pytest.mark.probe
 def test_a_checkpoint_of_other_images_or_hooks_is_not_resumed(tiny_splits, paths, tmp_path):
     from resnet_review.data import load_splits
     from resnet_review.training import distillation

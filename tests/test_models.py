@@ -44,6 +44,7 @@ def test_mismatched_checkpoint_is_refused_by_name(tmp_path):
     assert model.fc.out_features == 10
 
 
+@pytest.mark.probe
 def test_checkpoints_load_weights_only(tmp_path):
     import argparse  # an arbitrary pickled object, which weights_only loading must refuse
 

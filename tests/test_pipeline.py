@@ -133,6 +133,7 @@ def test_dvc_sees_metrics_and_plots_and_a_second_repro_is_a_no_op(project):
     assert "Data and pipelines are up to date" in sh("dvc repro", dest)
 
 
+@pytest.mark.probe
 def test_bad_params_stop_before_any_kernel_starts(project, tmp_path):
     dest, _ = project
     params = yaml.safe_load((dest / "params.yaml").read_text())

@@ -144,6 +144,8 @@ def test_interrupting_or_killing_dvc_keeps_the_results_and_leaves_no_process(roo
         assert dvc.wait(timeout=120) != 0
         assert "interrupted; its previous results are kept" in log.read_text()
     else:
+        second = run("dvc repro baseline", root)  # DVC's own lock: one `dvc repro` of a stage at a time
+        assert second.returncode != 0 and "is busy, it is being blocked by" in second.stderr, second.stderr[-2000:]
         dvc.kill()
         dvc.wait()
     assert_none_left(root)
@@ -193,3 +195,21 @@ def test_a_second_prepare_re_runs_nothing_downstream(root):
     sh("dvc repro -f prepare", root)
     assert "Data and pipelines are up to date" in sh("dvc status data_overview", root)
 
+
+
+# --------------------------------------------------------------------------- set-up
+def test_the_python_check_refuses_an_interpreter_that_cannot_run(tmp_path):
+    """A pyenv shim for a version that is not installed passes `command -v` but cannot run."""
+    shim = tmp_path / "python3.11"
+    shim.write_text("#!/bin/sh\necho \"pyenv: python3.11: command not found\" >&2\nexit 127\n")
+    shim.chmod(0o755)
+    out = run(["make", "install", f"PYTHON={shim}", f"STAMP={tmp_path / 'stamp'}", f"VENV={tmp_path / 'venv'}"],
+              Path(__file__).parents[1], timeout=60)
+    assert out.returncode != 0
+    assert f"error: {shim} does not run Python 3.11 or newer" in out.stdout + out.stderr
+    assert not (tmp_path / "venv").exists()  # it stopped before creating anything
+
+
+def test_the_dvc_cache_links_files_instead_of_copying_them():
+    config = (Path(__file__).parents[1] / ".dvc/config").read_text()
+    assert "type = \"hardlink,copy\"" in config or "type = hardlink,copy" in config, config

@@ -17,6 +17,7 @@ def md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.probe
 def test_saving_the_same_content_twice_gives_the_same_bytes(tmp_path):
     obj = {"weights": torch.arange(10.0), "epoch": 3}
     storage.atomic_save(obj, tmp_path / "a.pt")
@@ -26,6 +27,7 @@ def test_saving_the_same_content_twice_gives_the_same_bytes(tmp_path):
     assert torch.equal(torch.load(tmp_path / "b.pt", weights_only=True)["weights"], obj["weights"])
 
 
+@pytest.mark.probe
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     path = storage.atomic_write_text(tmp_path / "m.json", '{"old": 1}\n')
 
@@ -39,6 +41,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
+@pytest.mark.probe
 def test_a_killed_writers_old_leftover_is_removed_and_a_fresh_one_kept(tmp_path):
     old = tmp_path / ".w.pt.abc.tmp"
     fresh = tmp_path / ".w.pt.def.tmp"
@@ -50,6 +53,7 @@ def test_a_killed_writers_old_leftover_is_removed_and_a_fresh_one_kept(tmp_path)
     assert not old.exists() and fresh.exists()
 
 
+@pytest.mark.probe
 def test_metrics_json_survives_a_summary_that_fails_midway(tmp_path, monkeypatch):
     live = AtomicLive(str(tmp_path), report=None, save_dvc_exp=False, dvcyaml=None)
     live.summary["test_acc"] = 0.9
@@ -68,6 +72,7 @@ def test_metrics_json_survives_a_summary_that_fails_midway(tmp_path, monkeypatch
     assert not list(tmp_path.glob(".metrics.json.*.tmp"))
 
 
+@pytest.mark.probe
 def test_preparing_the_data_twice_gives_the_same_md5(paths, tmp_path):
     from resnet_review.data import prepare
 

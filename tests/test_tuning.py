@@ -287,6 +287,7 @@ study.optimize(lambda t: (tuning.suggest(t, space), time.sleep(0.2), 0.5)[2], n_
 """
 
 
+@pytest.mark.probe
 def test_workers_opening_a_study_together_draw_distinct_trials(raw, paths, tmp_path):
     """Two processes that open a new study at the same instant enqueue the default recipe once
     and share no sampler seed: no recipe is drawn twice."""
