@@ -141,7 +141,8 @@ def prepare(raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_size: i
 def load_prepared(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` first (after `make data`, which installs the raw files)")
+        raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` first "
+                                "(after `make data`, which installs the raw files)")
     return torch.load(path, weights_only=True)
 
 
