@@ -107,6 +107,25 @@ def storage_url(stage) -> str:
     return stage.config.storage or f"sqlite:///{(stage.models_dir / STUDY_FILE).resolve()}"
 
 
+def study_storage(stage) -> str | optuna.storages.RDBStorage:
+    """Where the study lives: an SQLite URL as it is (one machine; a trial a killed process left
+    RUNNING is drawn anew), a database server with Optuna's heartbeat, so that a trial whose worker
+    died becomes FAIL once another worker starts a trial, and is retried with the same parameters."""
+    url = storage_url(stage)
+    if url.startswith("sqlite"):
+        return url
+    beat = stage.config.heartbeat
+    with warnings.catch_warnings():  # the heartbeat is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 names it so
+            retry = {"heartbeat_stale_trial_callback":
+                     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=beat.max_retry)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=beat.max_retry)}
+        return optuna.storages.RDBStorage(url, heartbeat_interval=beat.interval_s, grace_period=beat.grace_period_s,
+                                          **retry)
+
+
 def shown_url(url: str) -> str:
     """``url`` with any password masked, for logs and metrics.json."""
     from sqlalchemy.engine import make_url
@@ -138,8 +157,8 @@ def open_study(stage) -> optuna.Study:
     cfg = stage.config
     if cfg.storage is None:
         stage.models_dir.mkdir(parents=True, exist_ok=True)
-    url = storage_url(stage)
-    study = optuna.create_study(storage=url, study_name=cfg.study_name, direction="maximize", load_if_exists=True,
+    url, storage = storage_url(stage), study_storage(stage)
+    study = optuna.create_study(storage=storage, study_name=cfg.study_name, direction="maximize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
                                                                    n_warmup_steps=first_prunable_epoch(stage)))
     setup, stored = study_setup(stage), study.user_attrs.get("setup")
