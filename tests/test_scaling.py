@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 import torch
+from optuna.trial import TrialState
+from test_tuning import open_stage, tiny_tuning_params
+
+from resnet_review import tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -154,3 +161,127 @@ def test_a_diverging_loss_stops_every_rank_with_the_engines_message(tmp_path):
     assert "training loss became" in done.stderr and "Lower the learning rate" in done.stderr
     # both ranks saw the summed loss and stopped at the same step: neither waited for the other
     assert done.stderr.count("NonFiniteLossError") >= 2, done.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- one study, several workers
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them off PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 and a free port, with an empty database; it runs
+    as the ``postgres`` user when the tests run as root (the server refuses root)."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb is not installed: `make postgres` (part of `make test`) installs it")
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="resnet-review-pg-"))
+    if as_owner:
+        shutil.chown(home, "postgres", "postgres")
+    data, port = home / "data", free_port()
+
+    def pg(program: str, *args, check: bool = True):
+        out = subprocess.run([*as_owner, str(bindir / program), *map(str, args)], cwd=home, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 or not check, f"{program} failed:\n{out.stdout}\n{out.stderr}"
+
+    pg("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+    pg("pg_ctl", "-D", data, "-l", home / "server.log", "-w", "-o", f"-h 127.0.0.1 -p {port} -k {home} -c fsync=off",
+       "start")
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "optuna")
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        pg("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# a machine of the study: opens the stage's study on the shared server and runs the missing trials;
+# with a marker path its first trial never ends (a machine lost mid-trial) and names itself there
+WORKER = """
+import json, sys, time
+from pathlib import Path
+import torch
+from resnet_review import tuning
+from resnet_review.config import validate_params
+from resnet_review.experiment import Stage
+
+params, work, root, *marker = sys.argv[1:]
+torch.set_num_threads(1)
+if marker:
+    def stuck(*args, desc, **kwargs):
+        Path(marker[0]).write_text(desc.rsplit("trial", 1)[1])
+        time.sleep(3600)
+    tuning.fit = stuck
+work = Path(work)
+stage = Stage("hparam_tuning", params=validate_params(json.loads(Path(params).read_text())),
+              reports_dir=str(work / "stages"), models_dir=str(work / "models"), root=root)
+tuning.run_study(stage)
+"""
+
+
+def start_worker(raw: dict, work: Path, root: Path, *marker: Path) -> subprocess.Popen:
+    work.mkdir(parents=True)
+    (work / "params.json").write_text(json.dumps(raw))
+    (work / "worker.py").write_text(WORKER)
+    with open(work / "worker.log", "w") as log:  # the worker holds its own copy of the file
+        return subprocess.Popen([sys.executable, str(work / "worker.py"), str(work / "params.json"), str(work),
+                                 str(root), *map(str, marker)], env=env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_workers_share_one_postgres_study_and_a_killed_ones_trial_is_retried(postgres_url, paths, tmp_path):
+    n_trials = 6
+    raw = tiny_tuning_params(paths)
+    raw["hparam_tuning"] |= {"storage": postgres_url, "study_name": "shared",
+                             "n_trials": {"smoke": n_trials, "cpu": n_trials, "gpu": n_trials},
+                             "heartbeat": {"interval_s": 1, "grace_period_s": 3}}
+    # the study and its tables exist before the machines join (one creates them, as `dvc repro` on one would)
+    tuning.open_study(open_stage(raw, paths, tmp_path / "first"))
+    workers = []
+    for name, seed in (("lost", 1), ("kept", 2)):  # each machine its own sampler seed
+        machine = {**raw, "hparam_tuning": {**raw["hparam_tuning"], "sampler": {"seed": seed}}}
+        marker = [tmp_path / "lost_trial"] if name == "lost" else []
+        workers.append(start_worker(machine, tmp_path / name, paths.root, *marker))
+    lost, kept = workers
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "lost_trial").is_file() and time.time() < deadline:
+            time.sleep(0.1)
+        lost_trial = int((tmp_path / "lost_trial").read_text())
+        os.kill(lost.pid, signal.SIGKILL)  # mid-trial: its trial stays RUNNING until its heartbeat is stale
+        assert lost.wait(30) == -signal.SIGKILL
+        assert kept.wait(300) == 0, (tmp_path / "kept" / "worker.log").read_text()[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # each trial recorded once
+    finished = tuning.finished_trials(study)
+    assert len(finished) == n_trials
+    assert {t.state for t in trials} <= {*tuning.FINISHED, TrialState.FAIL}  # nothing left RUNNING or WAITING
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [lost_trial]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == lost_trial]
+    assert len(retried) == 1 and retried[0] in finished and retried[0].params == study.trials[lost_trial].params
+    draws = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(draws)) == len(draws)  # no draw twice: the default recipe once, the workers' samplers apart
+
+    # the retrain step of any machine reads the shared study's best recipe
+    baseline = open_stage(raw, paths, tmp_path / "retrain", name="baseline")
+    baseline.run("resnet50")  # the control variant's name, as the baseline stage writes it
+    baseline.finish()
+    stage = open_stage(raw, paths, tmp_path / "retrain")
+    outcome = tuning.run_tuning(stage)
+    best = study.best_trial
+    assert outcome.summary["best_trial"] == best.number and outcome.summary["failed"] == 1
+    assert (outcome.recipe, outcome.batch_size) == tuning.recipe_from(best.params, tuning.search_space(stage),
+                                                                      stage.recipe)
+    assert outcome.summary["storage"] == postgres_url  # no password to mask
