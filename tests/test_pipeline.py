@@ -31,11 +31,10 @@ def sh(cmd, cwd, timeout=900):
     return out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw data,
-    switched to the smoke profile and extended by the README's recipe."""
-    dest = tmp_path_factory.mktemp("project")
+def copy_project(dest: Path, edit=None) -> Path:
+    """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw data
+    in ``dest``, without results, switched to the smoke profile, changed by ``edit(dest)`` and
+    committed to a git repository of its own."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
@@ -45,20 +44,33 @@ def project(tmp_path_factory):
     shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
     shutil.rmtree(dest / "reports", ignore_errors=True)  # results must come from this run
     (dest / "dvc.lock").unlink(missing_ok=True)
-
     params = (dest / "params.yaml").read_text()
-    params = re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M)
-    (dest / "params.yaml").write_text(params + "\n" + readme_block("params"))
+    (dest / "params.yaml").write_text(re.sub(r"^profile: \w+", "profile: smoke", params, flags=re.M))
+    if edit is not None:
+        edit(dest)
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
+    # links them instead of holding a second copy
+    sh("dvc config --local cache.type hardlink,copy", dest)
+    return dest
+
+
+def add_readme_recipe(dest: Path) -> None:
+    """The README's recipe for a new technique: its params, its dvc.yaml line, its notebook."""
+    with (dest / "params.yaml").open("a") as params:
+        params.write("\n" + readme_block("params"))
     dvc = (dest / "dvc.yaml").read_text()
     anchor = "  technique:\n    foreach:\n"
     assert dvc.count(anchor) == 1
     (dest / "dvc.yaml").write_text(dvc.replace(anchor, anchor + readme_block("dvc")))
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
 
-    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
-    # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
-    # links them instead of holding a second copy, and the copy goes once the module's tests are done
-    sh("dvc config --local cache.type hardlink,copy", dest)
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project under the smoke profile, extended by the README's recipe, after `dvc repro`;
+    the copy goes once the module's tests are done."""
+    dest = copy_project(tmp_path_factory.mktemp("project"), edit=add_readme_recipe)
     try:
         log = sh("dvc repro", dest, timeout=2700)  # ~20 stages of a minute or so each under smoke
         yield dest, log

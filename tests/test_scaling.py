@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import psutil
 import pytest
 import torch
 from optuna.trial import TrialState
+from test_pipeline import copy_project, sh
 from test_tuning import open_stage, tiny_tuning_params
 
 from resnet_review import tuning
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.scaling
 # ResNet18 with group norm on the smoke profile's 128 images: a norm that works per example trains
 # the same on two shards of a batch as on the whole batch (batch norm would not: without
 # SyncBatchNorm, which PyTorch has only on GPUs, each rank normalises with its shard's statistics).
-# A learning rate at which the run is stable: at the recipe's 0.1 the smoke run is chaotic, and the
+# A learning rate at which the run is stable: at the recipe's 0.05 the smoke run is chaotic, and the
 # ~1e-7 by which two ranks' summed gradient differs from one process's grows to 1e-3 in 3 epochs
 TINY_MODEL = ["--profile", "smoke", "--model", "resnet18", "--model-kwargs", '{"norm_layer": "groupnorm"}',
               "--lr", "0.02"]
@@ -285,3 +287,44 @@ def test_two_workers_share_one_postgres_study_and_a_killed_ones_trial_is_retried
     assert (outcome.recipe, outcome.batch_size) == tuning.recipe_from(best.params, tuning.search_space(stage),
                                                                       stage.recipe)
     assert outcome.summary["storage"] == postgres_url  # no password to mask
+
+
+# --------------------------------------------------------------------------- dvc queue
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dvc_queue_runs_two_smoke_experiments_in_two_workers_at_once(tmp_path):
+    dest = copy_project(tmp_path)
+    # the queue's workspaces check data/raw out of the DVC cache: `make data` puts it there
+    sh("DVC=dvc bash scripts/fetch_data.sh", dest)
+    rates = (0.02, 0.08)
+    for lr in rates:  # the baseline stage and its upstream only, under the smoke profile
+        sh(f"dvc exp run --queue baseline -S profile=smoke -S train.lr={lr}", dest)
+    # the workers it starts outlive it: to a file, not to the pipe `sh` would wait on until they end
+    sh("dvc queue start -j 2 > queue-start.log 2>&1", dest)
+    most_running, polls = 0, []
+    try:
+        deadline = time.time() + 780
+        while True:
+            status = sh("dvc queue status", dest)
+            polls.append(status)
+            most_running = max(most_running, len(re.findall(r"\bRunning\b", status)))
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            assert time.time() < deadline, f"the queue did not finish in time:\n{status}"
+            time.sleep(5)
+    finally:
+        subprocess.run("dvc queue stop --kill", cwd=dest, shell=True, env=env(), capture_output=True, timeout=120)
+    assert len(re.findall(r"\bSuccess\b", status)) == 2, status
+    assert most_running == 2, "\n".join(polls)  # both ran at the same time, neither waited for a lock
+    sh("dvc exp show --json > experiments.json", dest)
+    results = {}
+    for commit in json.loads((dest / "experiments.json").read_text()):
+        for experiment in commit.get("experiments") or []:
+            data = experiment["revs"][0]["data"]
+            params = data["params"]["params.yaml"]["data"]
+            metrics = data["metrics"]["reports/stages/baseline/metrics.json"]["data"]
+            assert params["profile"] == metrics["profile"] == "smoke"
+            results[params["train"]["lr"]] = metrics["resnet50"]
+    assert sorted(results) == list(rates)
+    for block in results.values():
+        assert 0 <= block["test_acc"]["mean"] <= 1 and block["seeds"] == 2
