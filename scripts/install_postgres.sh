@@ -5,14 +5,5 @@
 set -euo pipefail
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && exit 0
 command -v initdb >/dev/null && exit 0
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! command -v apt-get >/dev/null; then
-  echo "error: PostgreSQL's initdb is missing and apt-get is not available; install the PostgreSQL server and put its bin folder on PATH." >&2
-  exit 1
-fi
-echo "initdb not found; installing Debian's postgresql (shared Optuna study test)" >&2
-if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends postgresql; }; then
-  echo "error: could not install postgresql (needs root or sudo and a Debian mirror)." >&2
-  exit 1
-fi
+exec bash "$(dirname "$0")/apt_install.sh" postgresql "shared Optuna study test" \
+  "install the PostgreSQL server and put its bin folder on PATH"
