@@ -12,12 +12,12 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test data browser install benchmark clean-scratch
+.PHONY: repro test data browser postgres install benchmark clean-scratch
 
 repro: install data
 	$(BIN)/dvc repro
 
-test: install data browser
+test: install data browser postgres
 	$(BIN)/python -m pytest
 
 benchmark: install data
@@ -40,6 +40,9 @@ data: install
 
 browser:
 	bash scripts/install_browser.sh
+
+postgres:
+	bash scripts/install_postgres.sh
 
 clean-scratch:
 	rm -rf reports/scratch models/scratch

@@ -34,10 +34,11 @@ def sh(cmd: str, cwd: Path, timeout: float = 900) -> str:
     return out.stdout + out.stderr
 
 
-def copy_project(dest: Path, *, profile: str = "smoke") -> Path:
-    """A copy of the working tree (git-tracked and untracked-but-not-ignored files, so the
-    committed results come along) plus the raw data, under ``profile``, as a git repository whose
-    DVC cache links files instead of copying them."""
+def copy_project(dest: Path, *, profile: str = "smoke", results: bool = True, edit=None) -> Path:
+    """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw
+    data, under ``profile``, changed by ``edit(dest)`` and committed to a git repository of its own
+    whose DVC cache links files instead of copying them. ``results=False`` leaves the committed
+    results and ``dvc.lock`` out, so that every result comes from the copy's own runs."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
@@ -45,9 +46,15 @@ def copy_project(dest: Path, *, profile: str = "smoke") -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
+    if not results:
+        shutil.rmtree(dest / "reports", ignore_errors=True)
+        (dest / "dvc.lock").unlink(missing_ok=True)
     params = (dest / "params.yaml").read_text()
     (dest / "params.yaml").write_text(re.sub(r"^profile: \w+", f"profile: {profile}", params, flags=re.M))
+    if edit is not None:
+        edit(dest)
     sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dest)
+    # a smoke run writes GBs of weights: the cache links them instead of holding a second copy
     sh("dvc config --local cache.type hardlink,copy", dest)
     return dest
 

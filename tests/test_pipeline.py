@@ -22,23 +22,22 @@ def readme_block(marker: str) -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A copy of the project under the smoke profile, extended by the README's recipe, after a
-    whole `dvc repro`."""
-    dest = tmp_path_factory.mktemp("project")
-    copy_project(dest)
-    shutil.rmtree(dest / "reports", ignore_errors=True)  # results must come from this run
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    (dest / "params.yaml").write_text((dest / "params.yaml").read_text() + "\n" + readme_block("params"))
+def add_readme_recipe(dest: Path) -> None:
+    """The README's recipe for a new technique: its params, its dvc.yaml line, its notebook."""
+    with (dest / "params.yaml").open("a") as params:
+        params.write("\n" + readme_block("params"))
     dvc = (dest / "dvc.yaml").read_text()
     anchor = "  technique:\n    foreach:\n"
     assert dvc.count(anchor) == 1
     (dest / "dvc.yaml").write_text(dvc.replace(anchor, anchor + readme_block("dvc")))
     shutil.copy(dest / "notebooks/templates/technique.ipynb", dest / "notebooks/20_my_technique.ipynb")
-    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm recipe", dest)
-    # the smoke run writes ~8 GB of weights (every variant and seed of ResNet50-sized models): the cache
-    # links them instead of holding a second copy, and the copy goes once the module's tests are done
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project under the smoke profile, extended by the README's recipe, after `dvc repro`;
+    the copy goes once the module's tests are done."""
+    dest = copy_project(tmp_path_factory.mktemp("project"), results=False, edit=add_readme_recipe)
     try:
         log = sh("dvc repro", dest, timeout=2700)  # ~20 stages of a minute or so each under smoke
         yield dest, log

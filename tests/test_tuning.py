@@ -29,8 +29,8 @@ TINY_SEARCH = {"optimizer": ["sgd", "adamw"],
                "label_smoothing": {"low": 0.0, "high": 0.2}, "batch_size": [8, 16]}
 
 
-@pytest.fixture
-def raw(paths):
+def tiny_tuning_params(paths) -> dict:
+    """params.yaml under the smoke profile shrunk to TINY_BUDGET, with a 4-trial study of ResNet18."""
     raw = yaml.safe_load(paths.params.read_text())
     raw["profile"] = "smoke"
     raw["profiles"]["smoke"] = dict(TINY_BUDGET)
@@ -38,6 +38,11 @@ def raw(paths):
     raw["hparam_tuning"] = {"model": "resnet18", "n_trials": {"smoke": 4, "cpu": 4, "gpu": 4}, "search": TINY_SEARCH,
                             "pruner": {"n_startup_trials": 2, "min_epochs_fraction": 0.5}}
     return raw
+
+
+@pytest.fixture
+def raw(paths):
+    return tiny_tuning_params(paths)
 
 
 def open_stage(raw, paths, tmp_path, name: str = "hparam_tuning", **section) -> Stage:

@@ -567,6 +567,17 @@ class SamplerParams(_Strict):
     n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
 
 
+class HeartbeatParams(_Strict):
+    """Optuna's trial heartbeat on a database server (not SQLite): a trial whose worker stopped
+    beating for ``grace_period_s`` (a killed process, a lost machine) becomes FAIL when a worker
+    next starts a trial, and its parameters are tried again."""
+
+    interval_s: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")
+    grace_period_s: int | None = Field(None, ge=1, description="seconds without a heartbeat before a running "
+                                       "trial counts as dead; default: twice interval_s")
+    max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are enqueued again")
+
+
 class TuningParams(StageParams):
     study_name: str = Field("resnet50_recipe", min_length=1)
     storage: str | None = Field(None, description="an SQLAlchemy URL (e.g. postgresql://host/db) shared by several "
@@ -580,6 +591,7 @@ class TuningParams(StageParams):
         "search.batch_size (a GPU profile's large batches)")
     pruner: PrunerParams = PrunerParams()
     sampler: SamplerParams = SamplerParams()
+    heartbeat: HeartbeatParams = HeartbeatParams()
     control: SourceModel = Field(SourceModel(), description="the stage and variant whose results are the "
                                  "default recipe's (trained on the same budget and seeds; not retrained here)")
 

@@ -35,10 +35,12 @@ import timm.optim
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .config import Recipe
 from .data import TensorData
+from .distributed import World
 from .evaluate import metrics_from_logits, predict
 from .storage import atomic_save
 
@@ -281,12 +283,36 @@ class _Trainer:
             hooks=[describe_hook(run.loss_fn), describe_hook(run.batch_transform)]) if self.checkpoint_path else None
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
+        self.world = World.from_env()  # None outside torchrun: one process, as always
         if self.checkpoint_path and resume and self.checkpoint_path.is_file():
             self._resume()
+        if self.world is not None:
+            self._distribute()
         self.epoch = self.start_epoch
         self.stopped = False
         self.last_write, self.written_epoch = time.perf_counter(), self.start_epoch
         self.unvalidated = 0  # training images since the last validation (a resumed run restarts the count)
+
+    def _distribute(self) -> None:
+        """Train as one rank of a data-parallel job: DDP averages the ranks' gradients after
+        each backward pass; each rank trains on its share of every global batch (see :meth:`step`)."""
+        world = self.world
+        world.rank_batch(self.batch_size)  # refuses a batch the ranks cannot share evenly
+        world.check_same("the epoch they resume from (the checkpoint must be on a file system every rank "
+                         "reads)", self.start_epoch)
+        if self.device.type == "cuda":
+            # statistics of the global batch, as one process computes them (PyTorch has no
+            # SyncBatchNorm on the CPU); the parameters stay the same objects, so the optimiser
+            # still holds them, and in eval mode the converted layers act as plain batch norm
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        ddp = DistributedDataParallel(self.model, device_ids=[torch.cuda.current_device()]
+                                      if self.device.type == "cuda" else None)
+        self.step_model = torch.compile(ddp) if self.accel.compile else ddp
+
+    @property
+    def _leads(self) -> bool:
+        """This process writes the run's logs and files: the only one, or rank 0 of a DDP job."""
+        return self.world is None or self.world.leader
 
     @property
     def done(self) -> bool:
@@ -316,7 +342,7 @@ class _Trainer:
         self.history, self.start_epoch = list(state["history"]), int(state["epoch"])
         print(f"[{self.desc}] resuming from {self.checkpoint_path} after epoch {self.start_epoch}/{self.epochs}",
               file=sys.stderr)
-        for past in self.history if self.run.log_epoch is not None else ():
+        for past in self.history if self.run.log_epoch is not None and self._leads else ():
             self.run.log_epoch(int(past["epoch"]), past)  # the logger sees the whole run, not just its tail
 
     def begin_epoch(self) -> None:
@@ -327,6 +353,8 @@ class _Trainer:
     def step(self, step: int) -> None:
         """One optimiser step on the ``step``-th batch of this epoch's order; no host sync."""
         index = self.order[step * self.batch_size:(step + 1) * self.batch_size]
+        if self.world is not None:
+            index = self.world.shard(index)  # every rank drew the same order: the shares make up the batch
         inputs = tuple(x[index] for x in self.train.inputs)
         targets = self.train.targets[index]
         if self.run.batch_transform is not None:
@@ -345,45 +373,75 @@ class _Trainer:
         self.running.add(loss, logits, targets)
 
     def check_finite(self, epoch: int, step: int) -> None:
-        _check_finite(self.running.loss_sum, epoch, step, self.recipe, self.checkpoint_path, self.written_epoch,
+        # under DDP every rank checks the sum of all shares, so all stop at the same step
+        loss_sum = self.running.loss_sum if self.world is None else self.world.sum(self.running.loss_sum)
+        _check_finite(loss_sum, epoch, step, self.recipe, self.checkpoint_path, self.written_epoch,
                       self.desc)
 
     def end_epoch(self, epoch_time: float, *, eval_batch_size: int, val_every_images: int,
                   checkpoint_every_s: float, checkpoint_last: bool) -> None:
         """Epoch metrics, validation when due, the resume checkpoint, logging and the stop hook."""
-        running, epoch = self.running, self.epoch
+        running, epoch, world = self.running, self.epoch, self.world
+        loss_sum, correct, seen = running.loss_sum, running.correct, running.seen
+        if world is not None:  # the epoch's figures over every rank's share
+            loss_sum, correct, seen = world.sum(loss_sum), world.sum(correct), seen * world.size
         metrics = {
             "epoch": epoch + 1,
-            "train_loss": running.loss_sum.item() / running.seen,
-            "train_acc": running.correct.item() / running.seen,
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "images_per_s": running.seen / epoch_time,
+            "images_per_s": seen / epoch_time,
             "epoch_time_s": epoch_time,
-            "images": running.seen,
+            "images": seen,
         }
-        self.unvalidated += running.seen
+        self.unvalidated += seen
         if self.val is not None and (epoch + 1 == self.epochs or self.unvalidated >= val_every_images):
             self.unvalidated = 0
-            logits = predict(self.model, self.val, eval_batch_size, amp_dtype=self.accel.amp_dtype,
-                             channels_last=self.accel.channels_last)
-            result = metrics_from_logits(logits, self.val.targets, bootstrap_resamples=0)
-            metrics |= {"val_loss": result.loss, "val_acc": result.accuracy}
+            if self._leads:
+                logits = predict(self.model, self.val, eval_batch_size, amp_dtype=self.accel.amp_dtype,
+                                 channels_last=self.accel.channels_last)
+                result = metrics_from_logits(logits, self.val.targets, bootstrap_resamples=0)
+                metrics |= {"val_loss": result.loss, "val_acc": result.accuracy}
+        if world is not None:  # every rank's history is rank 0's (its model, batch-norm statistics, is the one written)
+            metrics = world.leaders(metrics)
         self.history.append(metrics)
         self.epoch = epoch + 1
         last = self.epoch == self.epochs
         if time.perf_counter() - self.last_write >= checkpoint_every_s or (checkpoint_last and last):
             self.write_checkpoint()
-        if self.run.log_epoch is not None:
-            self.run.log_epoch(epoch + 1, metrics)
-        print(f"[{self.desc}] epoch {epoch + 1}/{self.epochs} " + " ".join(
-            f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "images")), file=sys.stderr)
-        if self.run.on_epoch_end is not None and self.run.on_epoch_end(epoch + 1, metrics):
+        if self._leads:
+            if self.run.log_epoch is not None:
+                self.run.log_epoch(epoch + 1, metrics)
+            print(f"[{self.desc}] epoch {epoch + 1}/{self.epochs} " + " ".join(
+                f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "images")), file=sys.stderr)
+        if self._stop_requested(epoch + 1, metrics):
             self.stopped = True
+
+    def _stop_requested(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """The ``on_epoch_end`` hook's answer; under DDP the hook runs on rank 0 only (an Optuna
+        trial hears each epoch once) and its answer, or the exception it raised, reaches every rank."""
+        hook = self.run.on_epoch_end
+        if hook is None:
+            return False
+        if self.world is None:
+            return bool(hook(epoch, metrics))
+        outcome = None
+        if self.world.leader:
+            try:
+                outcome = bool(hook(epoch, metrics))
+            except Exception as err:  # re-raised on every rank below
+                outcome = err
+        outcome = self.world.leaders(outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def write_checkpoint(self) -> None:
         if not self.checkpoint_path or self.written_epoch == self.epoch:
             return
         self.last_write, self.written_epoch = time.perf_counter(), self.epoch
+        if not self._leads:
+            return  # the ranks hold the same state; rank 0 writes it
         atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "history": self.history,
                      "fingerprint": self.fingerprint, "rng": _rng_state(self.generator, self.device)},
@@ -450,13 +508,14 @@ def fit_group(runs: Sequence[Run], *, recipe: Recipe, epochs: int, batch_size: i
                              f"{t.steps_per_epoch}, '{trainers[0].desc}' {trainers[0].steps_per_epoch}")
     streams = [torch.cuda.Stream(device) if device.type == "cuda" and not alone else None for _ in trainers]
     show = sys.stderr.isatty() if progress is None else progress
+    world = trainers[0].world
     steps_per_epoch = trainers[0].steps_per_epoch
     last_epoch_s = 0.0
     while True:
         active = [i for i, t in enumerate(trainers) if not t.done]
         if not active:
             break
-        if deadline is not None and time.time() + last_epoch_s > deadline:
+        if deadline is not None and _agreed(world, time.time() + last_epoch_s > deadline):
             for t in trainers:
                 t.write_checkpoint()
             raise ChunkDeadline(", ".join(f"{t.desc} stopped after epoch {t.epoch}/{epochs}" for t in trainers
@@ -487,6 +546,11 @@ def fit_group(runs: Sequence[Run], *, recipe: Recipe, epochs: int, batch_size: i
             trainers[i].end_epoch(last_epoch_s, eval_batch_size=eval_batch_size, val_every_images=val_every_images,
                                   checkpoint_every_s=checkpoint_every_s, checkpoint_last=checkpoint_last)
     return [t.result() for t in trainers]
+
+
+def _agreed(world: World | None, decision: bool) -> bool:
+    """``decision``, or under DDP rank 0's, so that no rank stops at a clock the others do not."""
+    return decision if world is None else world.leaders(decision)
 
 
 def _on(stream: "torch.cuda.Stream | None"):

@@ -108,6 +108,36 @@ def storage_url(stage) -> str:
     return stage.config.storage or f"sqlite:///{(stage.models_dir / STUDY_FILE).resolve()}"
 
 
+def study_storage(stage, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Where the study lives: an SQLite file (one machine; a trial a killed process left RUNNING
+    is drawn anew), or a database server with Optuna's heartbeat, so that a trial whose worker
+    died becomes FAIL once another worker starts a trial, and is retried with the same parameters.
+    Workers that create a new database at the same instant race on its schema: the loser retries
+    once the winner has written it."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    url = storage_url(stage)
+    options: dict[str, Any] = {}
+    with warnings.catch_warnings():  # the heartbeat is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if not url.startswith("sqlite"):
+            beat = stage.config.heartbeat
+            if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 names it so
+                retry = {"heartbeat_stale_trial_callback":
+                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=beat.max_retry)}
+            else:
+                retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=beat.max_retry)}
+            options = {"heartbeat_interval": beat.interval_s, "grace_period": beat.grace_period_s, **retry}
+        for attempt in range(attempts):
+            try:
+                return optuna.storages.RDBStorage(url, **options)
+            except (IntegrityError, OperationalError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def shown_url(url: str) -> str:
     """``url`` with any password masked, for logs and metrics.json."""
     from sqlalchemy.engine import make_url
@@ -170,21 +200,6 @@ class WorkerSeededSampler(optuna.samplers.BaseSampler):
         self._sampler().reseed_rng()
 
 
-def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """The study's storage; workers that create a new database at the same instant race on its
-    schema, and the loser retries once the winner has written it."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (IntegrityError, OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def open_study(stage) -> optuna.Study:
     """Create the stage's study, or load it to resume or to join it from another worker.
 
@@ -195,7 +210,7 @@ def open_study(stage) -> optuna.Study:
     if cfg.storage is None:
         stage.models_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(stage)
-    options = dict(storage=open_storage(url), study_name=cfg.study_name,
+    options = dict(storage=study_storage(stage), study_name=cfg.study_name,
                    sampler=WorkerSeededSampler(cfg.sampler.seed, cfg.sampler.n_startup_trials),
                    pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
                                                       n_warmup_steps=first_prunable_epoch(stage)))
