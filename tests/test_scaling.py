@@ -51,7 +51,7 @@ def env() -> dict[str, str]:
 
 
 def train_command(out: Path, *args: str, nproc: int = 1) -> list[str]:
-    entry = ["-m", "resnet_review.distributed", *TINY_MODEL, "--out", str(out), *args]
+    entry = ["-m", "resnet_review.train_model", *TINY_MODEL, "--out", str(out), *args]
     if nproc == 1:
         return [sys.executable, *entry]
     return [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--max-restarts", "0",
@@ -145,7 +145,7 @@ def test_a_killed_rank_fails_the_job_and_a_rerun_resumes_from_rank_0s_checkpoint
     reader.join(10)
     log = "".join(lines)
     assert returncode != 0
-    assert "Signal 9 (SIGKILL)" in log and "resnet_review.distributed FAILED" in log, log[-3000:]
+    assert "Signal 9 (SIGKILL)" in log and "resnet_review.train_model FAILED" in log, log[-3000:]
     assert not (tmp_path / "model.pt").exists()
     assert (tmp_path / "resume.pt").is_file()  # rank 0 wrote a checkpoint after each finished epoch
 

@@ -1,5 +1,4 @@
-"""Data-parallel training under ``torchrun``: the process group, each rank's share of a batch,
-and an entry point that trains one model of a profile.
+"""Data-parallel training under ``torchrun``: the process group and each rank's share of a batch.
 
 :class:`World` reads the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``); without it there is no world and :func:`~resnet_review.engine.fit` trains as a
@@ -12,20 +11,14 @@ the layers become :class:`~torch.nn.SyncBatchNorm`, so the statistics are the gl
 the CPU (gloo) PyTorch has no SyncBatchNorm and each rank normalises with its share's
 statistics, so a model with batch norm trains close to, not exactly like, one process.
 
-Train one model of a profile on two processes (or GPUs) of this machine::
-
-    torchrun --nproc_per_node 2 -m resnet_review.distributed --profile smoke --model resnet18 --out models/ddp
+:mod:`resnet_review.train_model` trains one model of a profile this way from the shell.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -95,53 +88,3 @@ class World:
         dist.all_gather_object(values, value)
         if len(set(map(repr, values))) > 1:
             raise RuntimeError(f"the processes disagree on {what}: {values} (by rank)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .config import Paths, load_params
-    from .data import load_splits
-    from .engine import Accel, fit, seed_everything
-    from .models import build_model
-
-    parser = argparse.ArgumentParser(description="Train one model of a profile; data-parallel under torchrun.")
-    parser.add_argument("--profile", default=None, help="params.yaml profile (default: its switch)")
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of build_model")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's")
-    parser.add_argument("--seed", type=int, default=None, help="default: the profile's first seed")
-    parser.add_argument("--device", default=None, help="default: the profile's (auto)")
-    parser.add_argument("--out", required=True, help="folder for model.pt, history.json and the resume checkpoint")
-    parser.add_argument("--lr", type=float, default=None, help="default: the params' train.lr (scaled per profile)")
-    args = parser.parse_args(argv)
-
-    world = World.from_env()
-    params = load_params(profile=args.profile)
-    budget, paths = params.budget, Paths()
-    seed = budget.seeds[0] if args.seed is None else args.seed
-    accel = Accel.for_device(args.device or budget.device, compile=budget.compile)
-    splits = load_splits(paths.prepared, train_size=budget.train_size, val_size=budget.val_size,
-                         test_size=budget.test_size, img_size=budget.img_size, in_chans=budget.in_chans,
-                         data_seed=budget.data_seed)
-    seed_everything(seed)
-    model = build_model(args.model, in_chans=budget.in_chans, **json.loads(args.model_kwargs))
-    out = Path(args.out)
-    recipe = budget.scaled_recipe(params.train, budget.batch_size)
-    if args.lr is not None:
-        recipe = recipe.model_copy(update={"lr": args.lr})
-    result = fit(model, splits.train, splits.val, recipe=recipe,
-                 epochs=args.epochs or budget.epochs, batch_size=budget.batch_size, seed=seed, accel=accel,
-                 eval_batch_size=budget.eval_batch_size, checkpoint_path=out / "resume.pt", checkpoint_last=True,
-                 desc=args.model)
-    if world is None or world.leader:
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), out / "model.pt")
-        (out / "history.json").write_text(json.dumps(result.history, indent=1))
-        print(f"[{args.model}] {result.epochs_completed} epochs on {world.size if world else 1} process(es); "
-              f"val_acc={result.final.get('val_acc', float('nan')):.4f}; wrote {out}", file=sys.stderr)
-    if world is not None:
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
