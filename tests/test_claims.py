@@ -96,3 +96,42 @@ def test_the_committed_catalogue_names_stages_of_the_pipeline(paths):
     named = {ref.split("/")[0] for c in catalogue for ref in (c.treatment, c.control, c.stage_claim) if ref}
     assert named <= stages, sorted(named - stages)
     assert len(catalogue) >= 40 and len({c.section for c in catalogue}) >= 10
+
+
+def test_tiers_bh_and_the_strongest_evidence_per_claim(tmp_path, paths):
+    from resnet_review.claims import TIERS, evidence_tier, measure_sources, strongest
+
+    written = {name: b.model_dump() for name, b in load_params(paths.params).profiles.items()}
+    gpu = written["gpu"]
+    assert evidence_tier("cpu", written["cpu"], written) == "exploratory (cpu)"
+    assert evidence_tier("gpu", gpu, written) == TIERS[-1]
+    assert evidence_tier("gpu", {**gpu, "epochs": gpu["epochs"] - 1}, written) == "full-data short schedule (gpu)"
+    assert evidence_tier("gpu", {**gpu, "train_size": 100}, written) == "gpu, another budget"
+    assert evidence_tier("smoke", None, written).startswith("smoke")
+
+    cpu_dir, gpu_dir = tmp_path / "cpu", tmp_path / "gpu"
+    for folder, profile, budget, lift in ((cpu_dir, "cpu", written["cpu"], 0.0), (gpu_dir, "gpu", gpu, 0.05)):
+        write_stage(folder, "baseline", profile, resnet50=([0.70, 0.72, 0.71], [0, 0, 0]))
+        write_stage(folder, "tech", profile, better=([0.71 + lift, 0.73 + lift, 0.715 + lift], [0, 0, 0]),
+                    noisy=([0.75, 0.68, 0.74], [0, 0, 0]))
+        for stage in ("baseline", "tech"):
+            data = json.loads((folder / stage / "metrics.json").read_text())
+            (folder / stage / "metrics.json").write_text(json.dumps({**data, "budget": budget}))
+    base = {"metric": "test_acc", "control": "baseline/resnet50"}
+    catalogue = [spec(id="lifted", treatment="tech/better", **base), spec(id="noisy", treatment="tech/noisy", **base),
+                 spec(id="absent", treatment="tech/nowhere", **base,
+                      literature={"effect": "+1.49 top-1", "source": "torchvision"})]
+    measured = measure_sources(catalogue, [cpu_dir, gpu_dir, tmp_path / "empty"], written)
+    assert sorted(set(measured["source"])) == [str(cpu_dir), str(gpu_dir)]  # a folder without results is skipped
+    # within one run's family, BH adjusts every measured p; the unmeasured claim is not counted
+    cpu = measured[measured["source"] == str(cpu_dir)].set_index("id")
+    (p_small, small), (p_large, large) = sorted(zip(cpu["p_value"].iloc[:2], cpu.index[:2]))
+    assert cpu.loc[small, "q_value"] == pytest.approx(min(2 * p_small, p_large))
+    assert cpu.loc[large, "q_value"] == pytest.approx(p_large)
+    assert math.isnan(cpu.loc["absent", "q_value"]) and cpu.loc["absent", "verdict_bh"] == NOT_MEASURED
+    best = strongest(measured).set_index("id")
+    assert best.loc["lifted", "tier"] == TIERS[-1] and best.loc["lifted", "effect"] == pytest.approx(0.05 + 0.025 / 3)
+    assert best.loc["lifted", "other_evidence"].startswith("exploratory (cpu): +0.0083 [")
+    assert best.loc["absent", "verdict"] == NOT_MEASURED
+    assert best.loc["absent", "literature"] == "+1.49 top-1 (torchvision)"
+    assert list(best.index) == ["lifted", "noisy", "absent"]  # catalogue order

@@ -106,6 +106,12 @@ def test_index_renders_in_headless_chromium_and_every_link_opens(project, tmp_pa
     dom = chromium("--dump-dom", index.as_uri(), cwd=tmp_path)
     # the browser built the page: the master table with the baseline's row, and the notebook links
     assert "<table" in dom and ">baseline<" in dom and 'href="stages/baseline/notebook.html"' in dom
+    # claims first: the claims table (with its FDR-controlled verdicts and tiers) and the forest plot
+    # come before the figures, the notebook links and the master table
+    first = [dom.index(marker) for marker in ('id="claims-table"', "claims_forest.png", "<h2>Figures</h2>",
+                                              "<h2>Rendered notebooks</h2>", "<h2>Master table</h2>")]
+    assert first == sorted(first)
+    assert "verdict after BH" in dom and "smoke: a check of the code, not evidence" in dom
     links = re.findall(r'(?:href|src)="([^"]+)"', dom)
     pages = [link for link in links if link.endswith(".html")]
     assert len(pages) >= 3 and "report/notebook.html" in pages

@@ -239,3 +239,24 @@ def test_index_shows_what_a_chunked_campaign_still_misses(tmp_path):
                                           "| se | partial | 0 | seresnet50 |\n")
     page = report.write_index(tmp_path, stages, out, [], report.master_table(frame)).read_text()
     assert "Campaign progress" in page and "| se | partial | 0 | seresnet50 |" in page
+
+
+def test_index_opens_with_the_claims_and_their_forest_plot(tmp_path):
+    from resnet_review.claims import ClaimSpec, measure, strongest
+
+    stages = tmp_path / "stages"
+    write_stage(stages, "baseline", 0.80)
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    for name in ("pareto_front.png", "claims_forest.png"):
+        (out / "figures" / name).write_bytes(b"\x89PNG")
+    frame = report.collect(stages)
+    catalogue = [ClaimSpec(id="c", section="II.A", claim="x improves y", metric="test_acc",
+                           treatment="baseline/resnet50", control="baseline/resnet50")]
+    claims = strongest(measure(catalogue, stages).assign(source=str(stages)))
+    page = report.write_index(tmp_path, stages, out, [out / "figures/pareto_front.png"], report.master_table(frame),
+                              claims, out / "figures/claims_forest.png").read_text()
+    order = [page.index(m) for m in ('id="claims-table"', "claims_forest.png", "pareto_front.png",
+                                     "<h2>Rendered notebooks</h2>", "<h2>Master table</h2>")]
+    assert order == sorted(order)
+    assert "verdict after BH" in page and "x improves y" in page

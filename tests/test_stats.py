@@ -32,3 +32,21 @@ def test_bootstrap_interval_brackets_the_accuracy():
     correct = np.r_[np.ones(800), np.zeros(200)]
     lo, hi = bootstrap_ci(correct, resamples=500)
     assert lo < 0.8 < hi and hi - lo < 0.06
+
+
+def test_p_value_agrees_with_the_interval_and_bh_with_a_hand_computation():
+    from resnet_review.stats import FDR_INCONCLUSIVE, bh_adjust, p_value, paired_difference, verdict_after_fdr
+
+    clear = paired_difference([0.90, 0.92, 0.91], [0.88, 0.90, 0.885])  # CI excludes 0
+    straddles = paired_difference([0.90, 0.86, 0.91], [0.88, 0.90, 0.885])  # CI holds 0
+    assert p_value(clear) < 0.05 < p_value(straddles)
+    # the interval's edge is where p crosses 0.05
+    assert p_value(clear, null=clear.ci_low) == pytest.approx(0.05)
+    assert math.isnan(p_value(mean_ci([0.9])))
+    # BH: sorted p (0.01, 0.03, 0.04, 0.2) of a family of 4 -> min over k>=i of p_k * 4 / k
+    q = bh_adjust([0.01, 0.04, math.nan, 0.03, 0.2])
+    assert q[[0, 1, 3, 4]] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+    assert math.isnan(q[2])  # not measured: not in the family
+    assert verdict_after_fdr("supported", 0.04) == "supported"
+    assert verdict_after_fdr("not supported", 0.06) == FDR_INCONCLUSIVE
+    assert verdict_after_fdr("inconclusive at this budget", 0.5) == "inconclusive at this budget"

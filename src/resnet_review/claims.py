@@ -13,6 +13,13 @@ Every entry names the review's section, its words condensed, and the comparison 
 A claim whose stage or variant has not run under the profile at hand (e.g. a gpu-only variant in
 a cpu run) is listed as *not measured*, with the reason, never dropped: the table shows what the
 review asserts and what of it the data can answer.
+
+Each measured claim also carries its p-value, the Benjamini–Hochberg q-value within its family
+(the review's claims measured under one profile) and the verdict that survives that correction,
+and the tier of its evidence (:func:`evidence_tier`). Results of several runs (the cpu profile,
+a gpu campaign, an earlier short gpu run) are measured each on its own (:func:`measure_sources`)
+and :func:`strongest` keeps, per claim, the strongest tier with the others beside it. A claim may
+cite ``literature``: the published effect it bears on (e.g. ImageNet top-1) and its source.
 """
 
 from __future__ import annotations
@@ -27,11 +34,43 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .stats import Estimate, paired_difference, verdict
+from .stats import Estimate, bh_adjust, p_value, paired_difference, verdict, verdict_after_fdr
 
 NOT_MEASURED = "not measured"
 COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "seeds", "verdict",
-           "profile", "note"]
+           "profile", "note", "p_value", "q_value", "verdict_bh", "tier", "literature"]
+FDR_ALPHA = 0.05
+# evidence tiers, weakest first: what a verdict rests on
+TIERS = ("smoke: a check of the code, not evidence", "exploratory (cpu)", "gpu, another budget",
+         "full-data short schedule (gpu)", "paper-grade (gpu profile as written)")
+_BUDGET_KEYS = ("train_size", "img_size", "epochs", "seeds")
+
+
+def evidence_tier(profile: str | None, budget: dict | None, written: dict[str, dict] | None = None) -> str:
+    """What a result rests on: the smoke and cpu profiles are exploratory whatever they show; a
+    gpu result is paper-grade only under the gpu profile as ``params.yaml`` writes it (``written``:
+    each profile's budget), a full-data short schedule with the full training set and fewer epochs,
+    another budget otherwise."""
+    if profile == "smoke":
+        return TIERS[0]
+    if profile != "gpu":
+        return TIERS[1]
+    gpu, budget = (written or {}).get("gpu"), budget or {}
+    if gpu is not None and all(budget.get(k) == gpu.get(k) for k in _BUDGET_KEYS):
+        return TIERS[4]
+    if gpu is not None and budget.get("train_size") == gpu.get("train_size") and \
+            budget.get("epochs", math.inf) < gpu.get("epochs", 0):
+        return TIERS[3]
+    return TIERS[2]
+
+
+class Literature(BaseModel):
+    """A published effect a claim bears on, with its source (not a measurement of this project)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    effect: str = Field(min_length=1, description="e.g. '+1.49 top-1 on ImageNet (77.62 vs 76.13)'")
+    source: str = Field(min_length=1)
 
 
 class ClaimSpec(BaseModel):
@@ -48,6 +87,7 @@ class ClaimSpec(BaseModel):
     expect: Literal["increase", "decrease", "no_loss"] = "increase"
     margin: float = Field(0.0, ge=0, description="with no_loss: the largest loss still called 'no loss'")
     stage_claim: str | None = Field(None, description="stage/key of an effect a stage estimated itself")
+    literature: Literature | None = None
 
     @field_validator("treatment", "control", "stage_claim")
     @classmethod
@@ -132,17 +172,21 @@ class _Results:
         return ({s: (math.nan if v is None else v) for s, v in zip(seeds, values)}, data.get("profile"), "")
 
 
-def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "") -> dict:
+def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "",
+         null: float = 0.0, budget: dict | None = None, written: dict | None = None) -> dict:
     e = effect.as_dict() if effect else {}
     return {"id": spec.id, "section": spec.section, "claim": spec.claim,
             "metric": spec.metric or "(stage estimate)", "comparison": spec.comparison,
             "effect": e.get("mean", math.nan), "ci_low": e.get("ci_low", math.nan),
             "ci_high": e.get("ci_high", math.nan), "seeds": e.get("n", math.nan), "verdict": outcome,
-            "profile": profile or "", "note": note}
+            "profile": profile or "", "note": note, "p_value": p_value(effect, null) if effect else math.nan,
+            "tier": evidence_tier(profile, budget, written) if effect else "",
+            "literature": f"{spec.literature.effect} ({spec.literature.source})" if spec.literature else ""}
 
 
-def evaluate(spec: ClaimSpec, results: _Results) -> dict:
-    """One claim measured: its effect, 95% CI and verdict, or 'not measured' and why."""
+def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) -> dict:
+    """One claim measured: its effect, 95% CI, p-value, verdict and evidence tier, or 'not
+    measured' and why. ``written``: each profile's budget as params.yaml writes it."""
     if spec.stage_claim:
         stage, key = spec.stage_claim.split("/")
         data = results.stage(stage)
@@ -152,7 +196,9 @@ def evaluate(spec: ClaimSpec, results: _Results) -> dict:
         if claim is None:
             return _row(spec, None, NOT_MEASURED, data.get("profile"), f"stage '{stage}' made no claim '{key}'")
         effect = Estimate(**{k: (math.nan if v is None else v) for k, v in claim["effect"].items()})
-        return _row(spec, effect, claim["verdict"], claim.get("profile", data.get("profile")))
+        null = -claim.get("margin", 0.0) * claim.get("expected_sign", 1)
+        return _row(spec, effect, claim["verdict"], claim.get("profile", data.get("profile")), null=null,
+                    budget=data.get("budget"), written=written)
     treated, profile_t, why_t = results.per_seed(spec.treatment, spec.metric)
     control, profile_c, why_c = results.per_seed(spec.control, spec.metric)
     if treated is None or control is None:
@@ -165,10 +211,43 @@ def evaluate(spec: ClaimSpec, results: _Results) -> dict:
     seeds = sorted(treated)
     effect = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
     margin = spec.margin if spec.expect == "no_loss" else 0.0
-    return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t)
+    budget = (results.stage(spec.treatment.split("/")[0]) or {}).get("budget")
+    return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t,
+                null=-margin * spec.expected_sign, budget=budget, written=written)
 
 
-def measure(catalogue: list[ClaimSpec], stages_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every claim of the catalogue measured on the results under ``stages_dir``, in its order."""
+def measure(catalogue: list[ClaimSpec], stages_dir: str | os.PathLike, written: dict | None = None) -> pd.DataFrame:
+    """Every claim of the catalogue measured on the results under ``stages_dir``, in its order,
+    with Benjamini–Hochberg q-values and verdicts within each profile's claims (the family)."""
     results = _Results(stages_dir)
-    return pd.DataFrame([evaluate(spec, results) for spec in catalogue], columns=COLUMNS)
+    frame = pd.DataFrame([evaluate(spec, results, written) for spec in catalogue], columns=COLUMNS)
+    frame["q_value"] = math.nan
+    for _, family in frame.groupby("profile"):
+        frame.loc[family.index, "q_value"] = bh_adjust(family["p_value"])
+    frame["verdict_bh"] = [verdict_after_fdr(v, q, FDR_ALPHA) for v, q in zip(frame["verdict"], frame["q_value"])]
+    return frame
+
+
+def measure_sources(catalogue: list[ClaimSpec], sources: list[str | os.PathLike],
+                    written: dict | None = None) -> pd.DataFrame:
+    """:func:`measure` on each folder of stage results (one run each: a profile, a campaign, an
+    archived run), one after another, with a ``source`` column; folders that hold no stage
+    results are skipped."""
+    frames = [measure(catalogue, d, written).assign(source=str(d)) for d in sources
+              if any(Path(d).glob("*/metrics.json"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "source"])
+
+
+def strongest(measured: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim, in catalogue order: its strongest measured evidence (the highest tier,
+    :data:`TIERS`), or the first source's 'not measured' row; ``other_evidence`` lists the other
+    sources' effects and verdicts beside it."""
+    rank = {t: i for i, t in enumerate(TIERS)}
+    rows = []
+    for _, group in measured.groupby("id", sort=False):
+        done = group[group["verdict"] != NOT_MEASURED]
+        best = done.loc[done["tier"].map(rank).idxmax()] if len(done) else group.iloc[0]
+        others = [f"{r.tier}: {r.effect:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] {r.verdict_bh}"
+                  for r in done.itertuples() if r.Index != best.name]
+        rows.append({**best.to_dict(), "other_evidence": "; ".join(others)})
+    return pd.DataFrame(rows, columns=[*measured.columns, "other_evidence"])

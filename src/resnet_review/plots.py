@@ -297,3 +297,39 @@ def accuracy_vs_data(table: pd.DataFrame, hue: str = "method", y: str = "test_ac
     ax.legend(title=hue, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def forest(measured: pd.DataFrame, tiers: Sequence[str] = ()):
+    """Every measured claim's effect with its 95% CI, one row per claim (grouped by section, in
+    catalogue order) and one marker per evidence tier, side by side; one panel per metric, since
+    an accuracy difference and a speed-up share no axis. Filled markers: the verdict survives
+    Benjamini–Hochberg; hollow: it does not, or was never decisive."""
+    catalogue = list(dict.fromkeys(measured["id"]))
+    data = measured[measured["effect"].notna()]
+    metrics = list(dict.fromkeys(data["metric"]))
+    heights = [max(1, data.loc[data["metric"] == m, "id"].nunique()) for m in metrics]
+    fig, axes = plt.subplots(len(metrics) or 1, 1, figsize=(9, 0.32 * sum(heights) + 1.2 * len(heights)),
+                             gridspec_kw={"height_ratios": heights or [1]}, squeeze=False)
+    order = [t for t in tiers if t in set(data["tier"])] or list(dict.fromkeys(data["tier"]))
+    colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    for ax, metric in zip(axes[:, 0], metrics):
+        rows = data[data["metric"] == metric]
+        ids = [i for i in catalogue if i in set(rows["id"])]
+        for k, tier in enumerate(t for t in order if t in set(rows["tier"])):
+            part = rows[rows["tier"] == tier]
+            y = np.array([ids.index(i) for i in part["id"]]) + 0.2 * (k - 0.5)
+            decisive = part["verdict_bh"].isin(["supported", "not supported"]).to_numpy()
+            ax.errorbar(part["effect"], y, xerr=[part["effect"] - part["ci_low"], part["ci_high"] - part["effect"]],
+                        fmt="none", ecolor=colours[tier], elinewidth=1.2)
+            ax.scatter(part["effect"], y, s=28, edgecolors=[colours[tier]], label=tier, zorder=3,
+                       facecolors=[colours[tier] if d else "white" for d in decisive])
+        ax.axvline(0, color="0.4", lw=0.8, ls="--")
+        labels = [f"{rows.loc[rows['id'] == i, 'section'].iloc[0]}  {i}" for i in ids]
+        ax.set_yticks(range(len(ids)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"effect on {metric} (treatment − control, 95% CI over seeds)", fontsize=9)
+    handles = {h.get_label(): h for ax in axes[:, 0] for h in ax.collections if not h.get_label().startswith("_")}
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(3, len(handles)) or 1, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
+    return fig

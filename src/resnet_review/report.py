@@ -164,7 +164,9 @@ def collect_claims(stages_dir: str | Path) -> pd.DataFrame:
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims, formatted for reading: effect with its 95% CI in one column."""
+    """The claims, formatted for reading: effect with its 95% CI over seeds in one column, and,
+    where measured (:func:`resnet_review.claims.measure`), the Benjamini–Hochberg q-value and
+    verdict, the evidence tier, the other runs' evidence and the literature."""
     def interval(row) -> str:
         if pd.isna(row["effect"]):
             return ""
@@ -178,10 +180,31 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                                      "profile"])
     out = claims[["section", "claim", "metric", "comparison"]].copy()
     out["effect [95% CI]"] = claims.apply(interval, axis=1)
-    out["verdict"], out["profile"] = claims["verdict"], claims["profile"]
+    out["verdict"] = claims["verdict"]
+    if "verdict_bh" in claims:
+        out["q (BH)"] = claims["q_value"].map(lambda q: "" if pd.isna(q) else f"{q:.3f}")
+        out["verdict after BH"] = claims["verdict_bh"]
+        out["evidence"] = claims["tier"]
+    out["profile"] = claims["profile"]
+    if "other_evidence" in claims and claims["other_evidence"].fillna("").astype(bool).any():
+        out["other runs"] = claims["other_evidence"].fillna("")
+    if "literature" in claims and claims["literature"].fillna("").astype(bool).any():
+        out["literature"] = claims["literature"].fillna("")
     if notes:  # why a claim is not measured (a stage not run, a gpu-only variant)
         out["note"] = claims["note"].fillna("")
     return out
+
+
+def result_sources(reports_root: str | Path, primary: str | Path) -> list[Path]:
+    """Every folder of stage results under ``reports_root`` that the claims can be measured on:
+    ``primary`` first, then each other ``stages`` folder holding a stage's metrics (a gpu
+    campaign's, an archived gpu run's); scratch output is never evidence, and a scratch run is
+    measured on its own results alone."""
+    primary, root = Path(primary).resolve(), Path(reports_root).resolve()
+    if "scratch" in primary.parts:  # a notebook run by hand or by the tests: its own results alone
+        return [primary]
+    others = sorted(d.resolve() for d in root.glob("**/stages") if any(d.glob("*/metrics.json")))
+    return [primary, *(d for d in others if d != primary and "scratch" not in d.relative_to(root).parts)]
 
 
 def _fmt(row: pd.Series, column: str, how: str) -> str:
@@ -258,38 +281,56 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame 
 
 
 def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str | Path,
-                figures: list[Path], table: pd.DataFrame) -> Path:
-    """``reports/index.html``: links to every rendered notebook, the key figures and the table."""
+                figures: list[Path], table: pd.DataFrame, claims: pd.DataFrame | None = None,
+                forest: Path | None = None) -> Path:
+    """``reports/index.html``, claims first: the review's claims measured (``claims``, one row per
+    claim with its strongest evidence) and the forest plot of every effect, then the figures (the
+    Pareto front first), the links to every rendered notebook, and the master table last."""
     reports_dir, stages_dir, report_dir = Path(reports_dir), Path(stages_dir), Path(report_dir)
 
     def rel(p: Path) -> str:
         return html.escape(Path(os.path.relpath(Path(p).resolve(), reports_dir.resolve())).as_posix())
 
+    def img(f: Path) -> str:
+        name = html.escape(f.stem)
+        return f'<figure><img src="{rel(f)}" alt="{name}"><figcaption>{name}</figcaption></figure>'
+
     notebooks = sorted(p for p in stages_dir.glob("*/notebook.html"))
     items = "\n".join(f'<li><a href="{rel(p)}">{html.escape(p.parent.name)}</a></li>' for p in notebooks)
     items += f'\n<li><a href="{rel(report_dir / "notebook.html")}">report</a> (this summary, rendered)</li>'
-    imgs = "\n".join(f'<figure><img src="{rel(f)}" alt="{html.escape(f.stem)}"><figcaption>{html.escape(f.stem)}'
-                     f"</figcaption></figure>" for f in figures)
     profiles = ", ".join(sorted(table["profile"].unique())) if "profile" in table else "?"
     progress = reports_dir / "campaign.md"  # a chunked (gpu campaign) run: what is still missing
     progress = (f'<h2>Campaign progress</h2><p>Stages and variants still missing (<a href="campaign.md">'
                 f'campaign.md</a>):</p><pre>{html.escape(progress.read_text())}</pre>' if progress.is_file() else "")
+    claims_html = ""
+    if claims is not None:
+        counts = ", ".join(f"{v}: {n}" for v, n in claims["verdict_bh"].value_counts().items()) \
+            if "verdict_bh" in claims else ""
+        claims_html = f"""<h2 id="claims">The review's claims, measured</h2>
+<p>Each claim of the review, the comparison that tests it, the paired effect (same seeds) with its 95% CI over
+seeds, the raw verdict and the verdict after Benjamini–Hochberg control of the false discovery rate at 5% over the
+claims of one run, and the tier of the evidence it rests on (the strongest run that measured it; the others
+beside). The intervals count seed-to-seed variation only, not the sampling of the test images.
+{html.escape(counts)}.</p>
+{claims_table(claims).to_html(index=False, escape=True, border=0, table_id="claims-table")}
+{img(forest) if forest else ""}"""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>resnet-review results</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;font-size:90%}}td,th{{border:1px solid #ccc;padding:3px 6px}}
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;font-size:85%}}td,th{{border:1px solid #ccc;padding:3px 6px}}
 img{{max-width:100%}}</style></head><body>
 <h1>resnet-review: measured ResNet50 optimisation techniques</h1>
 <p>Fashion-MNIST, profile <b>{html.escape(profiles)}</b>. Accuracy is the mean over seeds with a 95% Student-t
-confidence interval; small-budget profiles (smoke, cpu) are not paper-grade numbers.</p>
+confidence interval; small-budget profiles (smoke, cpu) are exploratory, not paper-grade numbers.</p>
 {progress}
+{claims_html}
+<h2>Figures</h2>
+{"".join(img(f) for f in figures)}
 <h2>Rendered notebooks</h2><ul>
 {items}
 </ul>
 <h2>Master table</h2>
 {table.to_html(index=False, escape=True, border=0)}
-<h2>Figures</h2>
-{imgs}
 </body></html>
 """
     path = reports_dir / "index.html"

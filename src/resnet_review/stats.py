@@ -86,3 +86,40 @@ def verdict(effect: Estimate, expected_sign: int = +1, margin: float = 0.0) -> s
     if math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
         return VERDICTS[2]
     return VERDICTS[0] if lo > 0 else VERDICTS[1]
+
+
+def p_value(effect: Estimate, null: float = 0.0) -> float:
+    """Two-sided p-value of "the effect is ``null``", read back from a Student-t interval over
+    ``effect.n`` runs (its standard error is the half-width over the t quantile); NaN without an
+    interval. For an interval that was not Student-t (a bootstrap over timing rounds) it is the p of
+    a t interval of the same width: an approximation, good enough to rank effects for
+    :func:`bh_adjust`."""
+    if effect.n < 2 or math.isnan(effect.ci_low) or math.isnan(effect.ci_high):
+        return math.nan
+    se = effect.half_width / float(stats.t.ppf(0.5 + effect.confidence / 2, df=effect.n - 1))
+    if se == 0:
+        return 1.0 if effect.mean == null else 0.0
+    return float(2 * stats.t.sf(abs(effect.mean - null) / se, df=effect.n - 1))
+
+
+def bh_adjust(p_values) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values) of one family of tests: a verdict whose q is
+    at most 0.05 keeps the false discovery rate of the family's decisive verdicts at 5%. NaN
+    entries (effects not measured) stay NaN and are not counted in the family."""
+    p = np.asarray(list(p_values), dtype=float)
+    q = np.full(p.shape, math.nan)
+    known = ~np.isnan(p)
+    if known.any():
+        q[known] = stats.false_discovery_control(p[known], method="bh")
+    return q
+
+
+FDR_INCONCLUSIVE = "inconclusive after FDR control"
+
+
+def verdict_after_fdr(raw: str, q: float, alpha: float = 0.05) -> str:
+    """A decisive verdict (supported / not supported) that survives Benjamini–Hochberg at
+    ``alpha``, or :data:`FDR_INCONCLUSIVE`; any other verdict as it is."""
+    if raw in VERDICTS[:2] and not q <= alpha:
+        return FDR_INCONCLUSIVE
+    return raw
