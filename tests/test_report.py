@@ -152,6 +152,13 @@ def test_table1_logged_by_a_stage_is_written_by_the_report(tmp_path):
     paths = report.write_tables(report.collect(stages), tmp_path / "report", table1=table1)
     text = paths["table1_md"].read_text()
     assert "H Jabnouni et al." in text and "0.41 at 8 px" in text and "limitations" not in text
+    assert "note on the source" not in table1  # only rows with a questionable citation carry one
+    rows["complexity"] = {"source": "K Whitehead et al.", "limitation (Table 1)": "more complexity",
+                          "measured here": "x"}
+    (stages / "limitations" / "metrics.json").write_text(json.dumps({"profile": "smoke", "table1": rows}))
+    table1 = report.collect_table1(stages)
+    assert "infants" in table1.loc["complexity", "note on the source"]
+    assert table1.loc["resolution", "note on the source"] == ""
 
 
 def test_only_rows_under_the_profiles_own_budget_are_compared_and_the_front_is_cheapest_first(tmp_path):

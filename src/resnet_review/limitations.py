@@ -39,6 +39,11 @@ TABLE1 = [
     ("FEI Wenqian et al.", "It is easy to lose information in detail detection", "detail"),
     ("LI Qing et al.", "There are problems with feature extraction and speed", "speed"),
 ]
+# what a reader should know about a row's citation, shown beside the row by the report
+SOURCE_NOTES = {
+    "complexity": "the review cites Whitehead, Meek & Fabrizi 2018 (Scientific Reports 8: 17516), a study of "
+                  "cortical oscillations in infants, not of ResNet50: the row has no source on ResNets",
+}
 
 
 def depth_of(model: str) -> int | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .limitations import SOURCE_NOTES
+
 # Columns of the master table: (column in the collected frame, heading, format)
 MASTER_COLUMNS = [
     ("train_images", "train images", "{:.0f}"),
@@ -239,13 +241,16 @@ def _task(row: pd.Series) -> str:
 
 def collect_table1(stages_dir: str | Path) -> pd.DataFrame:
     """The review's Table 1 with its measured column, as a stage logged it (``table1`` in its
-    metrics.json, see :func:`resnet_review.limitations.table1`); empty when no stage did."""
+    metrics.json, see :func:`resnet_review.limitations.table1`), with a note beside a row whose
+    citation does not support it (:data:`~resnet_review.limitations.SOURCE_NOTES`); empty when no
+    stage did."""
     for path in sorted(Path(stages_dir).glob("*/metrics.json")):
         rows = json.loads(path.read_text()).get("table1")
         if isinstance(rows, dict) and rows:
             table = pd.DataFrame.from_dict(rows, orient="index")
             table.index.name = "row"
-            return table.assign(stage=path.parent.name)
+            notes = [SOURCE_NOTES.get(row, "") for row in table.index]
+            return table.assign(**({"note on the source": notes} if any(notes) else {}), stage=path.parent.name)
     return pd.DataFrame()
 
 

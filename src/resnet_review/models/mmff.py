@@ -1,6 +1,10 @@
 """M-MFFnet: the review's Multi-Modal Feature Fusion ResNet (II.H.2, figure 12), fixed.
 
-The review's code cannot run as printed.  What this module changes, and why:
+The review's code cannot run as printed.  What this module changes, and why, in three kinds:
+
+*Most likely artefacts of the printed figure* (the code reached the paper as extracted text:
+its line numbers put the first class at line 04 behind the two visible imports, and the first
+class's own ``super().__init__`` is intact), fixed without comment on the authors' code:
 
 1. ``import torch`` is missing (``torch.cat`` and ``torch.flatten`` are used): imported.
 2. ``self.resnet.laver3(x1)`` is a typo of ``layer3``.
@@ -8,15 +12,28 @@ The review's code cannot run as printed.  What this module changes, and why:
    ``self.resnet.avgpool(x)``, ``torch.flatten(x, 1)``, ``self.fc(x)``) lost their ``x2 =`` /
    ``x =`` and the method its ``return``: restored.
 4. ``super(ResNet50MMFF, self). init ()`` is ``super().__init__()``.
-5. ``models.resnet50(pretrained=True)`` downloads ImageNet weights (and ``pretrained=`` is
-   deprecated in torchvision): the backbone is built without weights; ``backbone_pretrained_path``
-   loads a local ResNet50 checkpoint into it instead.
+
+*Real errors* of the design as printed:
+
 6. The backbone's own classifier (``resnet.fc``, 2048→1000) was built but never used: the
    backbone is built headless.  ``num_classes`` defaults to the data's (10), not 1000, and
    ``in_chans`` is the modality's channel count (1 for Fashion-MNIST), not a fixed 3.
 7. Two inputs that cannot be fused (different batch sizes, channel counts the backbone was not
    built for, or maps of different sizes) raise a ``ValueError`` that names the shapes, instead
    of a shape error deep inside ``torch.cat``.
+
+*An adaptation that changes the model under test*:
+
+5. ``models.resnet50(pretrained=True)`` downloads ImageNet weights (and ``pretrained=`` is
+   deprecated in torchvision): the backbone is built without weights and trained from scratch
+   here, unlike the review's pretrained one; ``backbone_pretrained_path`` loads a local ResNet50
+   checkpoint into it where one is at hand.
+
+The fused head as printed is linear: two 1x1 convolutions with no activation between them,
+average pooling and a linear layer, so it computes the same class of functions as a linear
+classifier on the two pooled feature vectors, i.e. the late-fusion control's function class up
+to how the logits are combined. Whatever M-MFF gains over late fusion here comes from training,
+not from a richer fusion.
 
 Faithful to the figure: *one* backbone is shared by both inputs (``shared=True``), each
 2048-channel map is reduced to 256 by a 1x1 convolution, the two are concatenated, fused 512→256
