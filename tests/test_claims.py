@@ -135,3 +135,32 @@ def test_tiers_bh_and_the_strongest_evidence_per_claim(tmp_path, paths):
     assert best.loc["absent", "verdict"] == NOT_MEASURED
     assert best.loc["absent", "literature"] == "+1.49 top-1 (torchvision)"
     assert list(best.index) == ["lifted", "noisy", "absent"]  # catalogue order
+
+
+def test_a_control_on_another_footing_is_refused_unless_the_claim_tests_that(tmp_path):
+    from resnet_review.claims import UNEQUAL, _Results, footing
+
+    budget = {"train_size": 2000, "img_size": 24, "epochs": 2}
+    write_stage(tmp_path, "baseline", resnet50=([0.70, 0.72, 0.71], [0, 0, 0]))
+    write_stage(tmp_path, "tech", small=([0.60, 0.61, 0.62], [0, 0, 0]), tuned=([0.71, 0.73, 0.72], [0, 0, 0]),
+                dense=([0.70, 0.72, 0.715], [0, 0, 0]))
+    for stage, extra in (("baseline", {}), ("tech", {"small": {"img_size": 8},
+                                                     "tuned": {"source": "baseline/resnet50", "qat_epochs": 1},
+                                                     "dense": {"source": "baseline/resnet50", "finetune_epochs": 1}})):
+        data = json.loads((tmp_path / stage / "metrics.json").read_text())
+        for variant, info in extra.items():
+            data[variant] |= info
+        (tmp_path / stage / "metrics.json").write_text(json.dumps({**data, "budget": budget}))
+    assert footing(_Results(tmp_path), "tech/tuned") == {"train_images": 2000, "img_size": 24, "epochs": 2,
+                                                          "extra_epochs": 1, "teacher": None}
+    base = {"metric": "test_acc", "control": "baseline/resnet50"}
+    table = measure([spec(id="mismatched", treatment="tech/small", expect="decrease", **base),
+                     spec(id="declared", treatment="tech/small", expect="decrease", differs=["img_size"], **base),
+                     spec(id="extra_epoch", treatment="tech/tuned", **base),
+                     spec(id="fine_tuned_control", treatment="tech/tuned", metric="test_acc", control="tech/dense")],
+                    tmp_path).set_index("id")
+    assert table.loc["mismatched", "verdict"] == UNEQUAL and "img_size 8 vs 24" in table.loc["mismatched", "note"]
+    assert math.isnan(table.loc["mismatched", "p_value"]) and math.isnan(table.loc["mismatched", "q_value"])
+    assert table.loc["declared", "verdict"] == "supported"  # the resolution is what the claim tests
+    assert table.loc["extra_epoch", "verdict"] == UNEQUAL and "extra_epochs 1 vs 0" in table.loc["extra_epoch", "note"]
+    assert table.loc["fine_tuned_control", "verdict"] != UNEQUAL  # one extra epoch on each side

@@ -37,6 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .stats import Estimate, bh_adjust, p_value, paired_difference, verdict, verdict_after_fdr
 
 NOT_MEASURED = "not measured"
+UNEQUAL = "not comparable: unequal footing"
+# what both sides of a paired comparison must share unless the claim declares the difference as
+# the thing it tests (``differs``): the training images, input size, epochs, extra fine-tuning
+# epochs (pruning, QAT) and the teacher a model learnt from
+FOOTING = ("train_images", "img_size", "epochs", "extra_epochs", "teacher")
 COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "seeds", "verdict",
            "profile", "note", "p_value", "q_value", "verdict_bh", "tier", "literature"]
 FDR_ALPHA = 0.05
@@ -88,6 +93,8 @@ class ClaimSpec(BaseModel):
     margin: float = Field(0.0, ge=0, description="with no_loss: the largest loss still called 'no loss'")
     stage_claim: str | None = Field(None, description="stage/key of an effect a stage estimated itself")
     literature: Literature | None = None
+    differs: list[Literal["train_images", "img_size", "epochs", "extra_epochs", "teacher"]] = Field(
+        default_factory=list, description="footing the two sides may differ in: the thing the claim tests")
 
     @field_validator("treatment", "control", "stage_claim")
     @classmethod
@@ -172,6 +179,26 @@ class _Results:
         return ({s: (math.nan if v is None else v) for s, v in zip(seeds, values)}, data.get("profile"), "")
 
 
+def footing(results: _Results, ref: str, _depth: int = 0) -> dict:
+    """What ``stage/variant`` was trained on and for (:data:`FOOTING`): what the variant records,
+    else its stage's budget; a variant made from another (``source``: pruned, quantised) inherits
+    its source's and adds its own fine-tuning."""
+    stage, variant = ref.split("/")
+    data = results.stage(stage) or {}
+    block = data.get(variant) or {}
+    source = block.get("source")
+    if isinstance(source, str) and _depth < 5:
+        source = source if "/" in source else f"{stage}/{source}"
+        base = footing(results, source, _depth + 1)
+    else:  # trained under the stage's budget, unless the variant says otherwise
+        budget = data.get("budget") or {}
+        base = {"train_images": budget.get("train_size"), "img_size": budget.get("img_size"),
+                "epochs": budget.get("epochs"), "extra_epochs": 0}
+    own = {k: block.get(k) for k in ("train_images", "img_size", "epochs", "teacher")}
+    return {**{k: own[k] if own[k] is not None else base.get(k) for k in own},
+            "extra_epochs": base["extra_epochs"] + (block.get("finetune_epochs") or 0) + (block.get("qat_epochs") or 0)}
+
+
 def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "",
          null: float = 0.0, budget: dict | None = None, written: dict | None = None) -> dict:
     e = effect.as_dict() if effect else {}
@@ -212,6 +239,13 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
     effect = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
     margin = spec.margin if spec.expect == "no_loss" else 0.0
     budget = (results.stage(spec.treatment.split("/")[0]) or {}).get("budget")
+    sides = footing(results, spec.treatment), footing(results, spec.control)
+    unequal = [k for k in FOOTING if sides[0][k] != sides[1][k] and k not in spec.differs]
+    if unequal:  # shown, but not a verdict: the difference is more than the technique
+        note = "; ".join(f"{k} {sides[0][k]} vs {sides[1][k]}" for k in unequal)
+        row = _row(spec, effect, UNEQUAL, profile_t, f"treatment and control differ in {note} (not declared as "
+                   "the thing tested)", budget=budget, written=written)
+        return {**row, "p_value": math.nan}
     return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t,
                 null=-margin * spec.expected_sign, budget=budget, written=written)
 
