@@ -16,7 +16,8 @@ def write_stage(folder, stage, profile="cpu", claims=None, **variants):
     """A stage's metrics.json holding per-seed test accuracy / gap of each variant (known inputs)."""
     data = {"profile": profile, "claims": claims or {}}
     for name, (acc, gap) in variants.items():
-        data[name] = {"per_seed": {"seed": list(range(len(acc))), "test_acc": acc, "train_val_gap": gap}}
+        data[name] = {"per_seed": {"seed": list(range(len(acc))), "test_acc": acc, "train_val_gap": gap,
+                                   "train_acc": [min(1.0, a + 0.25) for a in acc]}}  # fits when acc >= 0.65
     (folder / stage).mkdir(parents=True, exist_ok=True)
     (folder / stage / "metrics.json").write_text(json.dumps(data))
 
@@ -164,3 +165,19 @@ def test_a_control_on_another_footing_is_refused_unless_the_claim_tests_that(tmp
     assert table.loc["declared", "verdict"] == "supported"  # the resolution is what the claim tests
     assert table.loc["extra_epoch", "verdict"] == UNEQUAL and "extra_epochs 1 vs 0" in table.loc["extra_epoch", "note"]
     assert table.loc["fine_tuned_control", "verdict"] != UNEQUAL  # one extra epoch on each side
+
+
+def test_an_overfitting_claim_whose_model_does_not_fit_is_not_testable(tmp_path):
+    from resnet_review.claims import FIT_THRESHOLD, NOT_TESTABLE
+
+    write_stage(tmp_path, "baseline", resnet50=([0.70, 0.72, 0.71], [0.05, 0.06, 0.04]))   # train acc ~0.96
+    write_stage(tmp_path, "low", none=([0.30, 0.32, 0.31], [0.10, 0.12, 0.11]),            # train acc ~0.56
+                dropout=([0.30, 0.31, 0.30], [0.02, 0.03, 0.01]))
+    gap = {"metric": "train_val_gap", "expect": "decrease"}
+    table = measure([spec(id="low_control", treatment="low/dropout", control="low/none", **gap),
+                     spec(id="fitting_control", treatment="low/dropout", control="baseline/resnet50", **gap)],
+                    tmp_path).set_index("id")
+    row = table.loc["low_control"]
+    assert row.verdict == NOT_TESTABLE and f"< {FIT_THRESHOLD}" in row.note and "low/none" in row.note
+    assert math.isnan(row.p_value)
+    assert table.loc["fitting_control"].verdict == "supported"

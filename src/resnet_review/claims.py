@@ -42,6 +42,10 @@ UNEQUAL = "not comparable: unequal footing"
 # the thing it tests (``differs``): the training images, input size, epochs, extra fine-tuning
 # epochs (pruning, QAT) and the teacher a model learnt from
 FOOTING = ("train_images", "img_size", "epochs", "extra_epochs", "teacher")
+NOT_TESTABLE = "not testable here"
+# an overfitting claim needs the model expected to overfit to fit its training images: its mean
+# training accuracy (eval mode, on a probe of training images) at least this
+FIT_THRESHOLD = 0.9
 COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "seeds", "verdict",
            "profile", "note", "p_value", "q_value", "verdict_bh", "tier", "literature"]
 FDR_ALPHA = 0.05
@@ -246,6 +250,15 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
         row = _row(spec, effect, UNEQUAL, profile_t, f"treatment and control differ in {note} (not declared as "
                    "the thing tested)", budget=budget, written=written)
         return {**row, "p_value": math.nan}
+    if spec.metric == "train_val_gap":  # overfitting: the side that should overfit must fit first
+        side = spec.control if spec.expected_sign < 0 else spec.treatment
+        fit, _, _ = results.per_seed(side, "train_acc")
+        train_acc = sum(fit.values()) / len(fit) if fit else math.nan
+        if not train_acc >= FIT_THRESHOLD:
+            row = _row(spec, effect, NOT_TESTABLE, profile_t, f"{side} does not fit its training images (train "
+                       f"accuracy {train_acc:.3f} < {FIT_THRESHOLD}): there is no overfitting to reduce or add",
+                       budget=budget, written=written)
+            return {**row, "p_value": math.nan}
     return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t,
                 null=-margin * spec.expected_sign, budget=budget, written=written)
 
