@@ -151,3 +151,26 @@ def test_variants_of_one_architecture_share_one_profile(paths, tmp_path, monkeyp
     # one id per deployed architecture, which the report pools latencies by across stages
     ids = {name: data[name]["architecture"] for name in results}
     assert ids["plain"] == ids["lower_lr"] == ids["dropout"] != ids["silu"]
+
+
+def test_finish_records_every_seeds_test_predictions_and_the_claims_count_the_test_images(trained):
+    """Run last of the tests on ``trained``: it finishes the stage."""
+    from resnet_review.claims import SEEDS_AND_IMAGES, ClaimSpec, measure
+
+    stage, results = trained
+    stage.finish()
+    recorded = json.loads((stage.out_dir / "predictions.json").read_text())["variants"]
+    assert set(recorded) == {"full", "half_16px"} and set(recorded["full"]["seeds"]) == {"0", "1"}
+    for run in results["full"].runs:
+        predicted, targets = recorded["full"]["seeds"][str(run.seed)], recorded["full"]["targets"]
+        assert len(predicted) == len(targets) == stage.budget.test_size
+        assert sum(p == t for p, t in zip(predicted, targets)) / len(targets) == pytest.approx(run.test.accuracy)
+    spec = ClaimSpec(id="half", section="Table 1", claim="less data lowers accuracy", metric="test_acc",
+                     expect="decrease", treatment="tiny/half_16px", control="tiny/full",
+                     differs=["train_images", "img_size", "epochs"])
+    row = measure([spec], stage.out_dir.parent).iloc[0]
+    assert row.interval == SEEDS_AND_IMAGES
+    diffs = [h.test.accuracy - f.test.accuracy for h, f in zip(results["half_16px"].runs, results["full"].runs)]
+    assert row.effect == pytest.approx(sum(diffs) / 2)
+    # the test images add their chance to the seeds': the interval holds the seeds-only one
+    assert row.ci_low <= row.ci_seeds_low and row.ci_high >= row.ci_seeds_high

@@ -50,3 +50,24 @@ def test_p_value_agrees_with_the_interval_and_bh_with_a_hand_computation():
     assert verdict_after_fdr("supported", 0.04) == "supported"
     assert verdict_after_fdr("not supported", 0.06) == FDR_INCONCLUSIVE
     assert verdict_after_fdr("inconclusive at this budget", 0.5) == "inconclusive at this budget"
+
+
+def test_seeds_and_images_interval_adds_the_test_sets_chance_to_the_seeds():
+    from resnet_review.stats import paired_seeds_and_images
+
+    rng = np.random.default_rng(0)
+    control = rng.random((3, 400)) < 0.7
+    flips = rng.random((3, 400)) < 0.1  # the treatment disagrees with the control on ~10% of images
+    treatment = control ^ flips
+    effect, p = paired_seeds_and_images(treatment, control)
+    seeds_only = paired_difference(treatment.mean(1), control.mean(1))
+    assert effect.mean == pytest.approx(seeds_only.mean)
+    assert effect.ci_low < seeds_only.ci_low and effect.ci_high > seeds_only.ci_high
+    # the image component by hand: variance of the seed-averaged per-image difference over n images
+    d = treatment.astype(float) - control
+    se = math.sqrt(d.mean(1).var(ddof=1) / 3 + d.mean(0).var(ddof=1) / 400)
+    assert effect.half_width == pytest.approx(se * 4.302652729911275)  # t(0.975, df=2)
+    same, p_same = paired_seeds_and_images(control, control)
+    assert same.mean == 0 and p_same == 1.0
+    with pytest.raises(ValueError, match="arrays of one shape"):
+        paired_seeds_and_images(control, control[:2])

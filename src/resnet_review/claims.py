@@ -30,11 +30,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .stats import Estimate, bh_adjust, p_value, paired_difference, verdict, verdict_after_fdr
+from .config import PREDICTIONS_FILE
+from .stats import Estimate, bh_adjust, p_value, paired_difference, paired_seeds_and_images, verdict, verdict_after_fdr
 
 NOT_MEASURED = "not measured"
 UNEQUAL = "not comparable: unequal footing"
@@ -46,8 +48,10 @@ NOT_TESTABLE = "not testable here"
 # an overfitting claim needs the model expected to overfit to fit its training images: its mean
 # training accuracy (eval mode, on a probe of training images) at least this
 FIT_THRESHOLD = 0.9
-COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "seeds", "verdict",
-           "profile", "note", "p_value", "q_value", "verdict_bh", "tier", "literature"]
+COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "interval",
+           "ci_seeds_low", "ci_seeds_high", "seeds", "verdict", "profile", "note", "p_value", "q_value", "verdict_bh",
+           "tier", "literature"]
+SEEDS_AND_IMAGES, SEEDS_ONLY = "seeds + test images", "seeds only"
 FDR_ALPHA = 0.05
 # evidence tiers, weakest first: what a verdict rests on
 TIERS = ("smoke: a check of the code, not evidence", "exploratory (cpu)", "gpu, another budget",
@@ -161,12 +165,27 @@ class _Results:
     def __init__(self, stages_dir: str | os.PathLike):
         self.dir = Path(stages_dir)
         self._data: dict[str, dict | None] = {}
+        self._predictions: dict[str, dict] = {}
 
     def stage(self, name: str) -> dict | None:
         if name not in self._data:
             path = self.dir / name / "metrics.json"
             self._data[name] = json.loads(path.read_text()) if path.is_file() else None
         return self._data[name]
+
+    def correctness(self, ref: str, seeds: list[int]) -> tuple[np.ndarray, str] | None:
+        """``(seeds x images)`` 0/1 correctness of ``stage/variant`` on its test images, with the
+        images' classes (to check two variants were scored on the same images), from the stage's
+        ``predictions.json``; None where the stage did not record them."""
+        stage, variant = ref.split("/")
+        if stage not in self._predictions:
+            path = self.dir / stage / PREDICTIONS_FILE
+            self._predictions[stage] = json.loads(path.read_text())["variants"] if path.is_file() else {}
+        entry = self._predictions[stage].get(variant)
+        if not entry or not all(str(s) in entry["seeds"] for s in seeds):
+            return None
+        targets = entry["targets"]
+        return np.array([[p == t for p, t in zip(entry["seeds"][str(s)], targets)] for s in seeds]), targets
 
     def per_seed(self, ref: str, metric: str) -> tuple[dict[int, float] | None, str | None, str]:
         """``({seed: value}, profile, "")`` of ``stage/variant``, or ``(None, profile, why not)``."""
@@ -204,13 +223,19 @@ def footing(results: _Results, ref: str, _depth: int = 0) -> dict:
 
 
 def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "",
-         null: float = 0.0, budget: dict | None = None, written: dict | None = None) -> dict:
-    e = effect.as_dict() if effect else {}
+         null: float = 0.0, budget: dict | None = None, written: dict | None = None,
+         seeds_only: Estimate | None = None, p: float | None = None) -> dict:
+    """A row of the table. ``effect`` is the claim's estimate; where it counts the test images too,
+    ``seeds_only`` is the seeds-only interval beside it and ``p`` its p-value."""
+    e, so = (effect.as_dict() if effect else {}), (seeds_only or effect)
     return {"id": spec.id, "section": spec.section, "claim": spec.claim,
             "metric": spec.metric or "(stage estimate)", "comparison": spec.comparison,
             "effect": e.get("mean", math.nan), "ci_low": e.get("ci_low", math.nan),
-            "ci_high": e.get("ci_high", math.nan), "seeds": e.get("n", math.nan), "verdict": outcome,
-            "profile": profile or "", "note": note, "p_value": p_value(effect, null) if effect else math.nan,
+            "ci_high": e.get("ci_high", math.nan),
+            "interval": (SEEDS_AND_IMAGES if seeds_only else SEEDS_ONLY) if effect else "",
+            "ci_seeds_low": so.ci_low if so else math.nan, "ci_seeds_high": so.ci_high if so else math.nan,
+            "seeds": e.get("n", math.nan), "verdict": outcome, "profile": profile or "", "note": note,
+            "p_value": (p if p is not None else p_value(effect, null)) if effect else math.nan,
             "tier": evidence_tier(profile, budget, written) if effect else "",
             "literature": f"{spec.literature.effect} ({spec.literature.source})" if spec.literature else ""}
 
@@ -240,15 +265,22 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
     if set(treated) != set(control):
         return _row(spec, None, NOT_MEASURED, profile_t, f"seeds differ: {sorted(treated)} vs {sorted(control)}")
     seeds = sorted(treated)
-    effect = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
+    effect = seeds_only = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
     margin = spec.margin if spec.expect == "no_loss" else 0.0
+    null, p = -margin * spec.expected_sign, None
+    scored = [results.correctness(ref, seeds) for ref in (spec.treatment, spec.control)] \
+        if spec.metric == "test_acc" else [None]
+    if all(scored) and scored[0][1] == scored[1][1]:  # both on the same test images: count them too
+        effect, p = paired_seeds_and_images(scored[0][0], scored[1][0], null)
+    else:
+        seeds_only = None
     budget = (results.stage(spec.treatment.split("/")[0]) or {}).get("budget")
     sides = footing(results, spec.treatment), footing(results, spec.control)
     unequal = [k for k in FOOTING if sides[0][k] != sides[1][k] and k not in spec.differs]
     if unequal:  # shown, but not a verdict: the difference is more than the technique
         note = "; ".join(f"{k} {sides[0][k]} vs {sides[1][k]}" for k in unequal)
         row = _row(spec, effect, UNEQUAL, profile_t, f"treatment and control differ in {note} (not declared as "
-                   "the thing tested)", budget=budget, written=written)
+                   "the thing tested)", budget=budget, written=written, seeds_only=seeds_only)
         return {**row, "p_value": math.nan}
     if spec.metric == "train_val_gap":  # overfitting: the side that should overfit must fit first
         side = spec.control if spec.expected_sign < 0 else spec.treatment
@@ -257,10 +289,10 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
         if not train_acc >= FIT_THRESHOLD:
             row = _row(spec, effect, NOT_TESTABLE, profile_t, f"{side} does not fit its training images (train "
                        f"accuracy {train_acc:.3f} < {FIT_THRESHOLD}): there is no overfitting to reduce or add",
-                       budget=budget, written=written)
+                       budget=budget, written=written, seeds_only=seeds_only)
             return {**row, "p_value": math.nan}
-    return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t,
-                null=-margin * spec.expected_sign, budget=budget, written=written)
+    return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t, null=null, budget=budget,
+                written=written, seeds_only=seeds_only, p=p)
 
 
 def measure(catalogue: list[ClaimSpec], stages_dir: str | os.PathLike, written: dict | None = None) -> pd.DataFrame:

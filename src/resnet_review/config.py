@@ -736,6 +736,10 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(f"no params.yaml + dvc.yaml found in {here} or above; set RESNET_REVIEW_ROOT")
 
 
+# each stage's per-image test predictions, beside its metrics.json (written by Stage.finish)
+PREDICTIONS_FILE = "predictions.json"
+
+
 class Paths:
     """Every location the project reads or writes, relative to the project root."""
 

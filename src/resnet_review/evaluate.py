@@ -55,6 +55,8 @@ class EvalResult:
     per_class_accuracy: list[float]
     confusion: np.ndarray = field(repr=False)
     classes: tuple[str, ...] = ()
+    predicted: np.ndarray | None = field(default=None, repr=False)  # class index per example
+    targets: np.ndarray | None = field(default=None, repr=False)
 
     def scalars(self) -> dict[str, float]:
         """The single-number metrics, as logged to dvclive."""
@@ -86,6 +88,8 @@ def metrics_from_logits(logits: torch.Tensor, targets: torch.Tensor, classes: tu
         per_class_accuracy=[float(a) for a in per_class],
         confusion=confusion,
         classes=tuple(classes),
+        predicted=predicted.cpu().numpy(),
+        targets=targets.cpu().numpy(),
     )
 
 

@@ -36,7 +36,17 @@ from dvclive.plots import NumpyEncoder
 from torch import nn
 
 from . import __version__
-from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params, scaled_epochs
+from .config import (
+    PREDICTIONS_FILE,
+    Budget,
+    Params,
+    ParamsError,
+    Paths,
+    Recipe,
+    StageParams,
+    load_params,
+    scaled_epochs,
+)
 from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
@@ -45,6 +55,8 @@ from .profiling import ModelProfile, architecture_key, compare_latency, profile_
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save, atomic_write_text
+
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 # Metrics aggregated over seeds, as (name in metrics.json, how to read it from one seed's run).
 SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
@@ -648,11 +660,30 @@ class Stage:
         self.live.make_summary()
 
     def finish(self) -> dict[str, Any]:
-        """Write metrics.json for good and drop the resume checkpoints of this stage."""
+        """Write metrics.json (and ``predictions.json``) for good and drop the resume checkpoints
+        of this stage."""
+        if self.results:
+            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
         self.live.make_summary()
         self.live.end()
         shutil.rmtree(self.resume_dir, ignore_errors=True)
         return json.loads((self.out_dir / "metrics.json").read_text())
+
+    def predictions(self) -> dict[str, Any]:
+        """Every seed's predicted class per test image, per variant, with the images' classes (one
+        character per image, base 36): what a paired bootstrap over seeds and test images needs
+        (:func:`resnet_review.stats.paired_bootstrap`)."""
+        def chars(labels) -> str:
+            return "".join(BASE36[int(i)] for i in labels)
+
+        variants = {}
+        for name, result in self.results.items():
+            runs = [r for r in result.runs if r.test.predicted is not None]
+            if runs:
+                variants[name] = {"targets": chars(runs[0].test.targets),
+                                  "seeds": {str(r.seed): chars(r.test.predicted) for r in runs}}
+        return {"format": "per variant: the test images' classes and each seed's predicted classes, one base-36 "
+                          "character per image, in the order of the test set", "variants": variants}
 
     def table(self):
         """Mean ± 95% CI of the headline metrics of every variant run so far, as a DataFrame."""

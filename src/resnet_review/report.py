@@ -166,7 +166,8 @@ def collect_claims(stages_dir: str | Path) -> pd.DataFrame:
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims, formatted for reading: effect with its 95% CI over seeds in one column, and,
+    """The claims, formatted for reading: effect with its 95% CI in one column (over seeds and test
+    images where both sides' predictions are recorded, with the seeds-only CI beside it), and,
     where measured (:func:`resnet_review.claims.measure`), the Benjamini–Hochberg q-value and
     verdict, the evidence tier, the other runs' evidence and the literature."""
     def interval(row) -> str:
@@ -182,6 +183,11 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                                      "profile"])
     out = claims[["section", "claim", "metric", "comparison"]].copy()
     out["effect [95% CI]"] = claims.apply(interval, axis=1)
+    if "interval" in claims and (claims["interval"] == "seeds + test images").any():
+        out["CI counts"] = claims["interval"]
+        out["seeds-only CI"] = [
+            "" if pd.isna(lo) or kind != "seeds + test images" else f"[{lo:+.4f}, {hi:+.4f}]"
+            for lo, hi, kind in zip(claims["ci_seeds_low"], claims["ci_seeds_high"], claims["interval"])]
     out["verdict"] = claims["verdict"]
     if "verdict_bh" in claims:
         out["q (BH)"] = claims["q_value"].map(lambda q: "" if pd.isna(q) else f"{q:.3f}")
@@ -311,12 +317,16 @@ def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str
     if claims is not None:
         counts = ", ".join(f"{v}: {n}" for v, n in claims["verdict_bh"].value_counts().items()) \
             if "verdict_bh" in claims else ""
+        kinds = set(claims["interval"]) if "interval" in claims else set()
+        intervals = ("Every interval counts the seeds only, not the sampling of the test images (these results "
+                     "hold no per-image predictions)." if "seeds + test images" not in kinds else
+                     "An interval counts the seeds and the sampling of the test images where both sides recorded "
+                     "their per-image predictions (column 'CI counts'), the seeds only elsewhere.")
         claims_html = f"""<h2 id="claims">The review's claims, measured</h2>
 <p>Each claim of the review, the comparison that tests it, the paired effect (same seeds) with its 95% CI over
 seeds, the raw verdict and the verdict after Benjamini–Hochberg control of the false discovery rate at 5% over the
 claims of one run, and the tier of the evidence it rests on (the strongest run that measured it; the others
-beside). The intervals count seed-to-seed variation only, not the sampling of the test images.
-{html.escape(counts)}.</p>
+beside). {html.escape(intervals)} {html.escape(counts)}.</p>
 {claims_table(claims).to_html(index=False, escape=True, border=0, table_id="claims-table")}
 {img(forest) if forest else ""}"""
     page = f"""<!doctype html>
