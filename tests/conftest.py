@@ -38,7 +38,8 @@ def copy_project(dest: Path, *, profile: str = "smoke", results: bool = True, ed
     """A copy of the working tree (git-tracked and untracked-but-not-ignored files) plus the raw
     data, under ``profile``, changed by ``edit(dest)`` and committed to a git repository of its own
     whose DVC cache links files instead of copying them. ``results=False`` leaves the committed
-    results and ``dvc.lock`` out, so that every result comes from the copy's own runs."""
+    results of the pipeline and ``dvc.lock`` out, so that every one comes from the copy's own runs
+    (the archived gpu runs under ``reports/gpu``, which no stage writes, stay)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
@@ -46,8 +47,10 @@ def copy_project(dest: Path, *, profile: str = "smoke", results: bool = True, ed
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "data" / "raw", dest / "data" / "raw")
-    if not results:
-        shutil.rmtree(dest / "reports", ignore_errors=True)
+    if not results:  # the committed gpu runs stay: the report reads them, as in every clone
+        for path in (dest / "reports").iterdir():
+            if path.name != "gpu":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         (dest / "dvc.lock").unlink(missing_ok=True)
     params = (dest / "params.yaml").read_text()
     (dest / "params.yaml").write_text(re.sub(r"^profile: \w+", f"profile: {profile}", params, flags=re.M))
