@@ -60,10 +60,16 @@ def run(cmd: list[str] | str, cwd: Path, timeout: float = 300) -> subprocess.Com
                           shell=isinstance(cmd, str))
 
 
+def _as_a_terminal_job() -> None:
+    # a test run started in the background (`make test &`) ignores SIGINT, and ignored signals are
+    # inherited: give the job the default Ctrl-C a terminal's foreground job has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     """``cmd`` in a session of its own (a terminal's foreground job), its output to ``log``."""
     return subprocess.Popen(cmd, cwd=cwd, env=project_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_a_terminal_job)
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
