@@ -36,7 +36,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import PREDICTIONS_FILE
-from .stats import Estimate, bh_adjust, p_value, paired_difference, paired_seeds_and_images, verdict, verdict_after_fdr
+from .stats import (
+    SEEDS_AND_IMAGES,
+    SEEDS_ONLY,
+    Estimate,
+    bh_adjust,
+    p_value,
+    paired_difference,
+    paired_seeds_and_images,
+    verdict,
+    verdict_after_fdr,
+)
 
 NOT_MEASURED = "not measured"
 UNEQUAL = "not comparable: unequal footing"
@@ -51,7 +61,6 @@ FIT_THRESHOLD = 0.9
 COLUMNS = ["id", "section", "claim", "metric", "comparison", "effect", "ci_low", "ci_high", "interval",
            "ci_seeds_low", "ci_seeds_high", "seeds", "verdict", "profile", "note", "p_value", "q_value", "verdict_bh",
            "tier", "literature"]
-SEEDS_AND_IMAGES, SEEDS_ONLY = "seeds + test images", "seeds only"
 FDR_ALPHA = 0.05
 # evidence tiers, weakest first: what a verdict rests on
 TIERS = ("smoke: a check of the code, not evidence", "exploratory (cpu)", "gpu, another budget",
@@ -279,18 +288,16 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
     unequal = [k for k in FOOTING if sides[0][k] != sides[1][k] and k not in spec.differs]
     if unequal:  # shown, but not a verdict: the difference is more than the technique
         note = "; ".join(f"{k} {sides[0][k]} vs {sides[1][k]}" for k in unequal)
-        row = _row(spec, effect, UNEQUAL, profile_t, f"treatment and control differ in {note} (not declared as "
-                   "the thing tested)", budget=budget, written=written, seeds_only=seeds_only)
-        return {**row, "p_value": math.nan}
+        return _row(spec, effect, UNEQUAL, profile_t, f"treatment and control differ in {note} (not declared as "
+                    "the thing tested)", budget=budget, written=written, seeds_only=seeds_only, p=math.nan)
     if spec.metric == "train_val_gap":  # overfitting: the side that should overfit must fit first
         side = spec.control if spec.expected_sign < 0 else spec.treatment
         fit, _, _ = results.per_seed(side, "train_acc")
         train_acc = sum(fit.values()) / len(fit) if fit else math.nan
         if not train_acc >= FIT_THRESHOLD:
-            row = _row(spec, effect, NOT_TESTABLE, profile_t, f"{side} does not fit its training images (train "
-                       f"accuracy {train_acc:.3f} < {FIT_THRESHOLD}): there is no overfitting to reduce or add",
-                       budget=budget, written=written, seeds_only=seeds_only)
-            return {**row, "p_value": math.nan}
+            return _row(spec, effect, NOT_TESTABLE, profile_t, f"{side} does not fit its training images (train "
+                        f"accuracy {train_acc:.3f} < {FIT_THRESHOLD}): there is no overfitting to reduce or add",
+                        budget=budget, written=written, seeds_only=seeds_only, p=math.nan)
     return _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile_t, null=null, budget=budget,
                 written=written, seeds_only=seeds_only, p=p)
 

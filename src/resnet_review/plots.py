@@ -15,6 +15,7 @@ from torch import nn
 from .data import TensorData
 from .evaluate import EvalResult
 from .report import COST_LABELS
+from .stats import VERDICTS
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -318,7 +319,7 @@ def forest(measured: pd.DataFrame, tiers: Sequence[str] = ()):
         for k, tier in enumerate(t for t in order if t in set(rows["tier"])):
             part = rows[rows["tier"] == tier]
             y = np.array([ids.index(i) for i in part["id"]]) + 0.2 * (k - 0.5)
-            decisive = part["verdict_bh"].isin(["supported", "not supported"]).to_numpy()
+            decisive = part["verdict_bh"].isin(VERDICTS[:2]).to_numpy()
             ax.errorbar(part["effect"], y, xerr=[part["effect"] - part["ci_low"], part["ci_high"] - part["effect"]],
                         fmt="none", ecolor=colours[tier], elinewidth=1.2)
             ax.scatter(part["effect"], y, s=28, edgecolors=[colours[tier]], label=tier, zorder=3,

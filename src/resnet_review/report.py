@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .limitations import SOURCE_NOTES
+from .stats import SEEDS_AND_IMAGES
 
 # Columns of the master table: (column in the collected frame, heading, format)
 MASTER_COLUMNS = [
@@ -183,10 +184,10 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                                      "profile"])
     out = claims[["section", "claim", "metric", "comparison"]].copy()
     out["effect [95% CI]"] = claims.apply(interval, axis=1)
-    if "interval" in claims and (claims["interval"] == "seeds + test images").any():
+    if "interval" in claims and (claims["interval"] == SEEDS_AND_IMAGES).any():
         out["CI counts"] = claims["interval"]
         out["seeds-only CI"] = [
-            "" if pd.isna(lo) or kind != "seeds + test images" else f"[{lo:+.4f}, {hi:+.4f}]"
+            "" if pd.isna(lo) or kind != SEEDS_AND_IMAGES else f"[{lo:+.4f}, {hi:+.4f}]"
             for lo, hi, kind in zip(claims["ci_seeds_low"], claims["ci_seeds_high"], claims["interval"])]
     out["verdict"] = claims["verdict"]
     if "verdict_bh" in claims:
@@ -319,7 +320,7 @@ def write_index(reports_dir: str | Path, stages_dir: str | Path, report_dir: str
             if "verdict_bh" in claims else ""
         kinds = set(claims["interval"]) if "interval" in claims else set()
         intervals = ("Every interval counts the seeds only, not the sampling of the test images (these results "
-                     "hold no per-image predictions)." if "seeds + test images" not in kinds else
+                     "hold no per-image predictions)." if SEEDS_AND_IMAGES not in kinds else
                      "An interval counts the seeds and the sampling of the test images where both sides recorded "
                      "their per-image predictions (column 'CI counts'), the seeds only elsewhere.")
         claims_html = f"""<h2 id="claims">The review's claims, measured</h2>

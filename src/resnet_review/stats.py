@@ -126,6 +126,10 @@ def verdict_after_fdr(raw: str, q: float, alpha: float = 0.05) -> str:
 
 
 
+# what an interval counts: the seeds (paired_difference) or the seeds and the test images too
+SEEDS_AND_IMAGES, SEEDS_ONLY = "seeds + test images", "seeds only"
+
+
 def paired_seeds_and_images(treatment, control, null: float = 0.0,
                             confidence: float = 0.95) -> tuple[Estimate, float]:
     """The mean difference in accuracy of two models paired by seed and by test image, with an
