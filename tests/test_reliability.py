@@ -106,6 +106,13 @@ def edit_params(root: Path, old: str, new: str) -> None:
     (root / "params.yaml").write_text(text.replace(old, new, 1))
 
 
+def make_the_baseline_run_for_minutes(root: Path) -> None:
+    """A smoke stage ends in seconds: a probe that stops one mid-run must not race its end (a run
+    that finished before the kill would have replaced the results the probe checks are kept)."""
+    edit_params(root, "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n    epochs: 1\n",
+                "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n    epochs: 500\n")
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("old, new, message", [
     ("baseline:\n  model: resnet50", "baseline:\n  modle: resnet50", "baseline.modle: Extra inputs are not permitted"),
@@ -142,6 +149,7 @@ def test_a_failing_cell_keeps_the_previous_results_and_the_failed_notebook(root)
 # --------------------------------------------------------------------------- interrupts and kills
 @pytest.mark.parametrize("how", ["ctrl_c", "sigkill_dvc"])
 def test_interrupting_or_killing_dvc_keeps_the_results_and_leaves_no_process(root, tmp_path, how):
+    make_the_baseline_run_for_minutes(root)
     log = tmp_path / "dvc.log"
     dvc = start(["dvc", "repro", "baseline"], root, log)
     wait_for(log, KERNEL_RUNNING, dvc)
@@ -158,6 +166,7 @@ def test_interrupting_or_killing_dvc_keeps_the_results_and_leaves_no_process(roo
 
 
 def test_one_run_of_a_stage_at_a_time_and_a_killed_run_is_undone_by_the_next(root, tmp_path):
+    make_the_baseline_run_for_minutes(root)
     log = tmp_path / "first.log"
     first = start(BASELINE, root, log)
     wait_for(log, KERNEL_RUNNING, first)
