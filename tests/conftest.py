@@ -72,7 +72,8 @@ def _ensure_prepared() -> Path:
 
 
 def pytest_sessionstart(session):
-    # the notebooks under nbval read data/prepared like the pipeline does
+    # the tests, and a notebook checked by hand under nbval (`pytest --nbval-lax notebooks/…`), read
+    # data/prepared like the pipeline does
     _ensure_prepared()
 
 

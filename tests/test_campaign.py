@@ -91,6 +91,7 @@ def test_chunks_skip_what_is_done_wait_for_what_they_read_and_stop_starting_at_t
     assert calls == []
 
 
+@pytest.mark.slow
 def test_seeds_side_by_side_give_the_numbers_of_seeds_one_after_another(paths, tmp_path):
     torch.set_num_threads(2)
 
@@ -106,6 +107,7 @@ def test_seeds_side_by_side_give_the_numbers_of_seeds_one_after_another(paths, t
     assert per_seed(one)["test_loss"][0] != per_seed(one)["test_loss"][1]
 
 
+@pytest.mark.slow
 def test_a_deadline_cuts_a_stage_and_the_rerun_finishes_it_with_the_same_numbers(paths, tmp_path, monkeypatch):
     torch.set_num_threads(2)
     whole = tiny_stage(paths, tmp_path / "whole")
@@ -140,6 +142,7 @@ def test_the_lr_scaling_rules():
     assert budget.model_copy(update={"lr_scaling": "none"}).scaled_recipe(recipe, 4096) is recipe
 
 
+@pytest.mark.slow
 def test_the_gpu_pipeline_plans_within_an_hour_at_the_measured_throughput():
     params = load_params(ROOT / "params.yaml", profile="gpu")
     stages = campaign.campaign_order(campaign.pipeline_stages(ROOT))
@@ -235,6 +238,7 @@ def test_completeness_lists_the_variants_without_every_seed(tmp_path):
     assert "| swish | partial | 0 | silu |" in table
 
 
+@pytest.mark.slow
 def test_the_convergence_benchmark_trains_one_whole_schedule_per_epoch_count(load_repo_module, tmp_path):
     bench = load_repo_module("benchmarks/convergence.py")
     assert bench.main(["--profile", "smoke", "--epochs", "2", "1", "--out", str(tmp_path)]) == 0

@@ -34,6 +34,7 @@ def trained_resnet18(small_splits):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("importance", ["magnitude", "taylor"])
 @pytest.mark.parametrize("amount", [0.25, 0.5])
 def test_structured_pruning_meets_the_mac_target_and_still_trains(importance, amount, tiny_splits):

@@ -17,6 +17,7 @@ def resnet18(seed=0):
     return build_model("resnet18", num_classes=10, in_chans=1)
 
 
+@pytest.mark.slow
 def test_engine_learns_fashion_mnist(small_splits):
     model = resnet18()
     result = fit(model, small_splits.train, small_splits.val, recipe=RECIPE, epochs=3, batch_size=64, accel=CPU)
@@ -28,6 +29,7 @@ def test_engine_learns_fashion_mnist(small_splits):
     assert result.images_per_s > 0 and result.epochs_completed == 3
 
 
+@pytest.mark.slow
 @pytest.mark.probe
 def test_resume_continues_where_an_interrupted_run_stopped(tiny_splits, tmp_path):
     kwargs = dict(recipe=RECIPE, epochs=3, batch_size=32, accel=CPU, seed=7)
@@ -134,6 +136,7 @@ def test_resume_checkpoints_are_written_at_most_every_checkpoint_every_s(tiny_sp
     assert torch.load(tmp_path / "every.pt", weights_only=True)["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_val_every_images_spaces_validation_without_changing_the_training(tiny_splits):
     # tiny_splits: 256 training images, batch 32 -> 256 images an epoch; validate every 600 images
     kwargs = dict(recipe=RECIPE, epochs=5, batch_size=32, accel=CPU, seed=3)
@@ -152,6 +155,7 @@ def _dropout_resnet18(seed):
     return build_model("resnet18", num_classes=10, in_chans=1, drop_rate=0.3)
 
 
+@pytest.mark.slow
 def test_models_trained_side_by_side_get_the_numbers_they_get_alone(tiny_splits):
     """fit_group swaps each run's random state in around its steps: shuffling, dropout and an
     augmentation that draws from torch's and NumPy's global generators match the runs alone."""
@@ -183,6 +187,7 @@ def test_models_trained_side_by_side_get_the_numbers_they_get_alone(tiny_splits)
     assert together[0].history[-1]["train_loss"] != together[1].history[-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_a_chunk_deadline_stops_between_epochs_and_the_rerun_finishes_identically(tiny_splits, tmp_path):
     import time
 
@@ -245,6 +250,7 @@ def test_a_truncated_resume_checkpoint_is_named_discarded_and_training_starts_af
     assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 1  # a good one in its place
 
 
+@pytest.mark.slow
 @pytest.mark.probe
 def test_a_checkpoint_of_other_images_or_hooks_is_not_resumed(tiny_splits, paths, tmp_path):
     from resnet_review.data import load_splits

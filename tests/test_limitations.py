@@ -19,6 +19,7 @@ def test_depth_is_read_from_the_model_name(model, depth):
     assert depth_of(model) == depth
 
 
+@pytest.mark.slow
 def test_batch_sweep_times_each_batch_and_measures_training_memory():
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=10, in_chans=1)

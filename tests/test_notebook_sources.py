@@ -21,9 +21,12 @@ def test_notebook_is_a_clean_source(path):
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     tree = ast.parse(params[0].source)
-    names = []
+    values = {}
     for node in tree.body:
         assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), "parameters must be literals"
-        names += [t.id for t in node.targets]
-    assert {"stage_name", "profile", "reports_dir", "models_dir"} <= set(names)
+        values.update({t.id: node.value.value for t in node.targets})
+    assert {"stage_name", "profile", "reports_dir", "models_dir"} <= set(values)
+    # opened by hand it runs what the smoke repro runs, writing beside the pipeline's results, not over them
+    assert values["profile"] == "smoke"
+    assert values["reports_dir"].startswith("reports/scratch") and values["models_dir"].startswith("models/scratch")
     assert nb.metadata.kernelspec.name == "python3"

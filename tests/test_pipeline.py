@@ -13,6 +13,8 @@ import yaml
 from conftest import copy_project, project_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
+# the first test waits for the smoke `dvc repro` of every stage
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def readme_block(marker: str) -> str:
@@ -68,6 +70,20 @@ def test_rendered_notebooks_hold_outputs(project):
         assert any(o.get("output_type") == "display_data" for o in outputs), stage
         assert (dest / f"reports/stages/{stage}/notebook.html").stat().st_size > 10_000
     assert (dest / "reports/stages/baseline/figures/training_curves.png").is_file()
+
+
+def test_the_repro_executes_every_notebook_once(project):
+    """The smoke repro is where the notebooks run (the test suite does not run them under nbval a
+    second time): each notebook source is executed and rendered by exactly one stage."""
+    dest, _ = project
+    sources = sorted(p.name for p in (dest / "notebooks").glob("*.ipynb"))
+    rendered = {}
+    for nb in dest.glob("reports/**/notebook.ipynb"):
+        if "scratch" not in nb.parts:
+            source = json.loads(nb.read_text())["metadata"]["papermill"]["input_path"]
+            rendered.setdefault(Path(source).name, []).append(nb.parent.name)
+    assert sorted(rendered) == sources
+    assert all(len(stages) == 1 for stages in rendered.values()), rendered
 
 
 def test_readme_recipe_adds_a_technique_the_report_picks_up(project):

@@ -53,6 +53,7 @@ def test_cpu_training_memory_of_a_failing_step_says_why():
     assert method.startswith("unavailable (RuntimeError") and "mat1 and mat2" in method, method
 
 
+@pytest.mark.slow
 def test_cpu_training_memory_after_a_timed_out_measurement_starts_afresh():
     from resnet_review.profiling import peak_training_memory_mb
 
@@ -67,6 +68,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "resnet_review.profiling", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_json():
     out = run_cli("resnet18", "--img-size", "32", "--in-chans", "3", "--num-classes", "10", "--repeats", "2", "--json")
     assert out.returncode == 0, out.stderr
@@ -75,6 +77,7 @@ def test_cli_json():
     assert data["input_shapes"] == [[3, 32, 32]]
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_arguments_with_a_clear_message():
     bad_size = run_cli("resnet18", "--img-size", "0")
     assert bad_size.returncode == 2 and "--img-size must be positive" in bad_size.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, copy_project, project_env, sh
 
-pytestmark = [pytest.mark.slow, pytest.mark.probe]
+pytestmark = [pytest.mark.slow, pytest.mark.probe, pytest.mark.timeout(900)]  # the first builds the project
 
 BASELINE = ["python", "-m", "resnet_review.pipeline", "notebooks/01_baseline_resnet50.ipynb", "--stage", "baseline"]
 KERNEL_RUNNING = "stage 'baseline': profile=smoke"  # the notebook's first line of output: its kernel is up

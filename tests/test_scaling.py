@@ -28,7 +28,7 @@ from resnet_review import tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.scaling
+pytestmark = [pytest.mark.slow, pytest.mark.scaling, pytest.mark.timeout(600)]
 
 # ResNet18 with group norm on the smoke profile's 128 images: a norm that works per example trains
 # the same on two shards of a batch as on the whole batch (batch norm would not: without

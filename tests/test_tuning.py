@@ -163,6 +163,7 @@ def test_the_study_never_reads_the_test_split(raw, paths, tmp_path, monkeypatch)
     assert len(tuning.finished_trials(study)) == 2
 
 
+@pytest.mark.slow
 def test_the_tuned_recipe_is_retrained_over_seeds_and_compared_with_the_baseline(raw, paths, tmp_path):
     # 40 images: batch 16 trains 32 of them per epoch, the profile's batch 8 all 40
     raw["profiles"]["smoke"]["train_size"] = 40
@@ -292,6 +293,7 @@ study.optimize(lambda t: (tuning.suggest(t, space), time.sleep(0.2), 0.5)[2], n_
 """
 
 
+@pytest.mark.slow
 @pytest.mark.probe
 def test_workers_opening_a_study_together_draw_distinct_trials(raw, paths, tmp_path):
     """Two processes that open a new study at the same instant enqueue the default recipe once
