@@ -1,0 +1,67 @@
+"""How long each tier of the test suite takes: the fast tier (`pytest -m "not slow"`, run on every
+change) and the full tier (`pytest -n 2`, what `make test` runs after the install).
+
+    python benchmarks/test_tiers.py [--out reports/benchmarks/test_tiers.json]
+
+Run it where `make test` would run (after `make install data browser postgres`), ideally in a fresh
+clone on an idle machine: the figures are the machine's, and the suite's time follows its speed.
+Exits non-zero, after writing the figures, if a tier fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# the commands the README gives for each tier
+TIERS = {"fast": ["-m", "not slow"], "full": ["-n", "2"]}
+
+
+def run_tier(args: list[str]) -> dict:
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=ROOT,
+                         capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", summary)}
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-5000:] + out.stderr[-2000:])
+    return {"command": " ".join(["pytest", *args]), "seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
+            "returncode": out.returncode,
+            "counts": counts, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/test_tiers.json")
+    args = parser.parse_args(argv)
+    tiers = {}
+    for name, tier_args in TIERS.items():
+        print(f"tier {name}: pytest {' '.join(tier_args)} …", flush=True)
+        tiers[name] = run_tier(tier_args)
+        print(f"  {tiers[name]['summary']}", flush=True)
+    result = {
+        "fast_tier": tiers["fast"],
+        "full_tier": tiers["full"],
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"fast tier {result['fast_tier']['minutes']} min, full tier {result['full_tier']['minutes']} min "
+          f"-> {args.out}")
+    return 0 if all(t["returncode"] == 0 for t in tiers.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
