@@ -1,0 +1,120 @@
+# %% [markdown]
+# # 17 · The techniques together: which gains add up, which overlap, and what compression costs
+#
+# **What the review claims** (Conclusion). Having surveyed attention (II.A), activation functions
+# (II.D), knowledge distillation (II.G), data augmentation and compression (Abstract), the review
+# concludes that ResNet50 is best optimised by combining them, and that a combined model can then
+# be pruned and quantised for deployment. Whether the gains of separate techniques add up is not
+# shown: two techniques may fix the same weakness (their gains overlap) or work against each other.
+#
+# **What we run.** All cells train on 10% of the training images for 5x the epochs, where the
+# plain ResNet50 overfits (the dropout stage's low-data control, reused as the cell with no
+# technique, checked to share the images and epochs). On the profile's seeds:
+#
+# * a 2x2 factorial of SE attention x RandAugment: each gain alone and on top of the other, and
+#   the interaction `both - SE - RandAugment + none`, paired by seed. The gains *add up* when its
+#   95% CI holds 0, *reinforce* each other above 0, *overlap* below, and *conflict* when the pair
+#   is also below the better technique alone;
+# * a step-wise path, one technique added at a time up to the full combination: SE-ResNet50 with
+#   Swish (SiLU) + RandAugment + distillation from the `teacher` stage's model of the same seed
+#   (trained on all the profile's images: part of what the student gains is that teacher's data);
+# * the full combination compressed without retraining it: int8 post-training quantisation,
+#   structured pruning to −50% MACs with a short fine-tune by the same techniques on the same
+#   images, and both; speed-ups timed side by side;
+# * the accuracy against CPU-latency Pareto front of every model here, the control and the baseline
+#   (which sees 10x the images).
+
+# %% tags=["parameters"]
+stage_name = "synergy"
+profile = "smoke"
+reports_dir = "reports/scratch/stages"
+models_dir = "models/scratch"
+
+# %%
+from IPython.display import Markdown, display
+
+from resnet_review import plots, synergy
+from resnet_review.experiment import Stage
+
+stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
+control = f"{stage.config.control.stage}/{stage.config.control.variant}"
+display(Markdown(stage.describe() + f"\n\nCell with no technique: `{control}` (read). Distillation: "
+                 f"T = {stage.config.temperature}, alpha = {stage.config.alpha}."))
+
+# %% [markdown]
+# ## Train the cells over seeds, compress the full combination
+
+# %%
+found = synergy.run_synergy(stage)
+stage.table()
+
+# %% [markdown]
+# ## The 2x2 factorial: SE attention x RandAugment
+#
+# Gains in test accuracy, paired by seed (mean and 95% CI); the verdict of a gain is whether it
+# is above zero, that of the interaction how the two techniques combine.
+
+# %%
+f = stage.config.factorial
+cells = [control, f.first, f.second, f.both]
+table = found.pareto.set_index("label").loc[cells].reset_index()
+stage.save_figure(plots.variant_bars(table, ("test_acc", "train_val_gap"), reference=control), "factorial")
+display(Markdown(f"SE x RandAugment: the gains **{found.combination}**."))
+found.factorial.round(4)
+
+# %% [markdown]
+# ## Step by step: one technique at a time
+
+# %%
+steps = [control, *found.steps.index]
+table = found.pareto.set_index("label").loc[steps].reset_index()
+stage.save_figure(plots.variant_bars(table, ("test_acc", "train_val_gap", "corruption_acc"), reference=control),
+                  "steps")
+found.steps.round(4)
+
+# %% [markdown]
+# ## The full combination compressed
+#
+# Accuracy change from the uncompressed cell (paired by seed) and CPU speed-ups measured side by
+# side in this process (median over timing rounds).
+
+# %%
+found.compression.round(4)
+
+# %% [markdown]
+# ## Accuracy against CPU latency: the Pareto front
+#
+# A model is on the front when no other is both faster (batch 1, CPU) and more accurate.
+
+# %%
+stage.save_figure(plots.pareto(found.pareto), "pareto_front")
+found.pareto.set_index("label")[["test_acc_mean", "test_acc_ci_low", "test_acc_ci_high", "latency_cpu_b1_ms",
+                                 "gmacs", "pareto"]].round(4)
+
+# %% [markdown]
+# ## The review's claims, measured
+
+# %%
+source = stage.config.compress.source
+lines = ["* " + stage.claim_estimate(
+    f"{f.first}_x_{f.second}_add_up", section="Conclusion", effect=found.interaction, metric="test_acc interaction",
+    treatment=f"{f.both} - {f.first} - {f.second} + none", control="0", margin=0.01, against="",
+    claim=f"The gains of {f.first} and {f.second} add up (the pair loses under 1 point of their sum)"),
+    "* " + stage.claim(f"{source}_beats_plain", section="Conclusion", treatment=found.results[source],
+                       control=found.control, control_name=control,
+                       claim="Combining the techniques improves on plain ResNet50 with little data")]
+for name in found.compression.index.drop(source):
+    margin = 0.005 if name == f"{source}_int8" else 0.01  # int8 alone: the quantisation stage's margin
+    lines.append("* " + stage.claim(f"{name}_keeps_accuracy", section="Conclusion", treatment=found.results[name],
+                                    control=found.results[source], control_name=source, margin=margin,
+                                    claim=f"The combined model compressed ({name}) keeps its accuracy within "
+                                          f"{margin * 100:g} point"))
+    lines.append("* " + stage.claim_estimate(
+        f"{name}_speeds_up_cpu", section="Conclusion", effect=found.speedups[name]["cpu_b1"].shifted(-1),
+        metric="speedup_cpu_b1 - 1", treatment=name, control=source, unit="timing rounds", against="",
+        claim=f"Compression ({name}) makes the combined model faster on CPU (batch 1)"))
+lines += ["", stage.budget_note()]
+display(Markdown("\n".join(lines)))
+
+# %%
+metrics = stage.finish()

@@ -1,0 +1,58 @@
+# %% [markdown]
+# # NN · <Technique>: <one line on what changes>
+#
+# *Template: copy it to `notebooks/NN_<technique>.ipynb`, set `stage_name` below to the new
+# section of `params.yaml`, add the stage's line to `dvc.yaml` (see the README), and write the
+# three parts in prose: the review's claim, what is run, what was found.*
+#
+# **What the review claims.** Quote or condense the review's sentence and name its section.
+#
+# **What we run.** The variants of this stage's `params.yaml` section (each a model,
+# `model_kwargs`, `train` overrides, and optionally a training fraction, input size or epoch
+# multiplier), trained with the baseline's data, budget and seeds, and compared with the
+# baseline seed by seed.
+
+# %% tags=["parameters"]
+stage_name = "baseline"
+profile = "smoke"
+reports_dir = "reports/scratch/stages"
+models_dir = "models/scratch"
+
+# %%
+from IPython.display import Markdown, display
+
+from resnet_review import plots, report
+from resnet_review.experiment import Stage
+
+stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
+baseline = stage.reference("baseline", "resnet50")
+display(Markdown(stage.describe()))
+
+# %% [markdown]
+# ## Train over seeds
+
+# %%
+results = stage.run_variants()
+stage.save_figure(plots.training_curves(list(results.values())), "training_curves")
+stage.table()
+
+# %% [markdown]
+# ## Against the baseline
+# Paired by seed: same images, same budget, same initialisation seed; the 95% CI is Student-t
+# over the per-seed differences.
+
+# %%
+table = stage.frame(("baseline", "resnet50"))
+stage.save_figure(plots.variant_bars(table, ("test_acc",), reference="baseline/resnet50"), "accuracy_vs_baseline")
+report.relative_costs(table, "baseline/resnet50")
+
+# %% [markdown]
+# ## The review's claim, measured
+
+# %%
+claims = [stage.claim(f"{name}_improves_accuracy", claim=f"<the review's claim> ({name})", section="<section>",
+                      treatment=result, control=baseline) for name, result in results.items()]
+display(Markdown("\n".join(["* " + c for c in claims] + ["", stage.budget_note()])))
+
+# %%
+metrics = stage.finish()
