@@ -78,10 +78,9 @@ def test_the_repro_executes_every_notebook_once(project):
     dest, _ = project
     sources = sorted(p.name for p in (dest / "notebooks").glob("*.ipynb"))
     rendered = {}
-    for nb in dest.glob("reports/**/notebook.ipynb"):
-        if "scratch" not in nb.parts:
-            source = json.loads(nb.read_text())["metadata"]["papermill"]["input_path"]
-            rendered.setdefault(Path(source).name, []).append(nb.parent.name)
+    for nb in [*dest.glob("reports/stages/*/notebook.ipynb"), dest / "reports/report/notebook.ipynb"]:
+        source = json.loads(nb.read_text())["metadata"]["papermill"]["input_path"]
+        rendered.setdefault(Path(source).name, []).append(nb.parent.name)
     assert sorted(rendered) == sources
     assert all(len(stages) == 1 for stages in rendered.values()), rendered
 
