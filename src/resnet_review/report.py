@@ -131,7 +131,7 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_table(frame: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc") -> pd.DataFrame:
     """The models on the Pareto front of ``frame`` (lower ``x``, higher mean ``y``), cheapest
-    first, formatted: the headline table of the report and the README."""
+    first, formatted: the headline table of the report and of reports/RESULTS.md."""
     front = frame[pareto_front(frame, x, f"{y}_mean")].sort_values(x)
     return pd.DataFrame({"model": front["label"], COST_LABELS.get(x, x): front[x].map("{:.1f}".format),
                          "test accuracy (95% CI)": [_fmt(row, y, "ci") for _, row in front.iterrows()],
