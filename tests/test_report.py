@@ -48,25 +48,29 @@ def test_empty_stages_dir_gives_an_empty_table(tmp_path):
     assert report.master_table(report.collect(tmp_path)).empty
 
 
-def test_update_readme_fills_the_marked_sections_only(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nmiddle\n"
-                      "<!-- benchmark:begin -->\n<!-- benchmark:end -->\nend\n")
-    out = tmp_path / "reports" / "report"
-    out.mkdir(parents=True)
+def test_results_page_holds_the_headline_tables_and_times(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
     (out / "master_table.md").write_text("| stage |\n|---|\n| baseline |\n")
     (out / "pareto_front.md").write_text("| model | CPU ms |\n|---|---|\n| wide_deep/resnet18 | 4.0 |\n")
     (out / "table1.md").write_text("| source | measured here |\n|---|---|\n| K He et al. | x2.2 training time |\n")
-    bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"device": "cpu", "threads": 2, "torch": "2.14", "model": "resnet50", "batch_size": 128,
-                                 "steps": 30, "rounds": [{}, {}], "ratio_median": 1.01, "data_share_median": 0.002,
-                                 "images_per_s_engine": 230, "images_per_s_bare": 232, "meets_goals": True}))
-    report.update_readme(readme, out, bench)
-    text = readme.read_text()
-    assert "old" not in text and "| baseline |" in text and "| K He et al. | x2.2 training time |" in text
+    (out / "claims.csv").write_text("id,verdict,verdict_bh,tier\na,supported,supported,gpu\n"
+                                    "b,supported,inconclusive after FDR control,gpu\nc,not supported,not supported,cpu\n")
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "engine_overhead.json").write_text(json.dumps({
+        "device": "cpu", "threads": 2, "torch": "2.14", "model": "resnet50", "batch_size": 128, "steps": 30,
+        "rounds": [{}, {}], "ratio_median": 1.01, "data_share_median": 0.002, "images_per_s_engine": 230,
+        "images_per_s_bare": 232, "meets_goals": True}))
+    (bench / "repro_time.json").write_text(json.dumps({
+        "stages_wall_s": 600.0, "training_s": 480.0, "other_s": 120.0, "span_s": 660.0, "goal_min": 60,
+        "baseline_train_images_per_s": 183.3, "stages": [{"stage": "baseline", "wall_s": 97.1, "training_s": 70.0,
+                                                          "other_s": 27.1}]}))
+    text = report.results_page(tmp_path).read_text()
+    assert "3 measured claims" in text and "**gpu** (2 claims)" in text and "inconclusive after FDR control: 1" in text
     assert text.index("| wide_deep/resnet18 | 4.0 |") < text.index("| baseline |")  # the headline comes first
-    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
-    assert "**1.010×**" in text and "meets both goals" in text
+    assert "| K He et al. | x2.2 training time |" in text
+    assert "**1.010×**" in text and "meets both goals" in text and "| baseline | 97.1 | 70.0 | 27.1 |" in text
 
 
 def test_opening_a_stage_leaves_its_written_results_alone(tmp_path, paths):

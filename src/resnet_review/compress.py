@@ -170,7 +170,7 @@ def select_int8_engine() -> str:
     engine in use. The default ``x86`` engine chooses between FBGEMM and oneDNN per call; on an
     AMD EPYC with avx512_vnni the cpu quantisation stage on that engine timed int8 ResNet50 at
     batch 32 *slower* than fp32 (77.7 against 52.6 ms); on FBGEMM it measures 13.4 against
-    49.9 ms (README, Compression). Weights are packed for the engine current when a
+    49.9 ms (docs/compression.md). Weights are packed for the engine current when a
     model is converted or loaded, so every int8 path here calls this first."""
     if "fbgemm" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "fbgemm"
