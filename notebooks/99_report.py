@@ -124,6 +124,7 @@ if len(comparable):
 
 # %%
 index = report.write_index(paths.root / reports_dir, stages, out, figures, table, claims, forest)
+results = report.results_page(paths.root / reports_dir)  # the page the README links
 profiles = sorted(collected["profile"].unique()) if len(collected) else []
 display(Markdown(f"Wrote `{index.relative_to(paths.root)}` and the tables in `{out.relative_to(paths.root)}`. "
                  f"Profiles in these results: {', '.join(profiles) or 'none'}"
