@@ -18,7 +18,7 @@ repro: install data
 	$(BIN)/dvc repro
 
 test: install data browser postgres
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest
 
 benchmark: install data
 	$(BIN)/python benchmarks/engine_overhead.py

@@ -1,5 +1,5 @@
 """How long each tier of the test suite takes: the fast tier (`pytest -m "not slow"`, run on every
-change) and the full tier (`pytest -n 2`, what `make test` runs after the install).
+change) and the full tier (`pytest`, what `make test` runs after the install).
 
     python benchmarks/test_tiers.py [--out reports/benchmarks/test_tiers.json]
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # the commands the README gives for each tier
-TIERS = {"fast": ["-m", "not slow"], "full": ["-n", "2"]}
+TIERS = {"fast": ["-m", "not slow"], "full": []}
 
 
 def run_tier(args: list[str]) -> dict:

@@ -107,12 +107,3 @@ def load_repo_module():
 
     return load
 
-
-# the longest modules first: under `pytest -n 2` (make test) each module runs on one worker, taken
-# in collection order, so the smoke repro starts at once and the other worker runs the rest beside it
-LONGEST_FIRST = ("test_pipeline.py", "test_reliability.py", "test_scaling.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))

@@ -66,10 +66,10 @@ def _as_a_terminal_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def start(cmd: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen:
     """``cmd`` in a session of its own (a terminal's foreground job), its output to ``log``."""
-    return subprocess.Popen(cmd, cwd=cwd, env=project_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_as_a_terminal_job)
+    return subprocess.Popen(cmd, cwd=cwd, env={**project_env(), **env}, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_a_terminal_job)
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -97,7 +97,21 @@ def assert_none_left(root: Path, timeout: float = 60) -> None:
     t0 = time.monotonic()
     while (left := processes_in(root)) and time.monotonic() - t0 < timeout:
         time.sleep(0.2)
-    assert not left, f"processes still running in the project: {left}"
+    if left:  # kill them, so that an orphan's training does not slow or block the tests after this one
+        names = {pid: _command_of(pid) for pid in left}
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"processes still running in the project: {names}")
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
 
 
 def edit_params(root: Path, old: str, new: str) -> None:
@@ -109,8 +123,8 @@ def edit_params(root: Path, old: str, new: str) -> None:
 def make_the_baseline_run_for_minutes(root: Path) -> None:
     """A smoke stage ends in seconds: a probe that stops one mid-run must not race its end (a run
     that finished before the kill would have replaced the results the probe checks are kept)."""
-    edit_params(root, "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n    epochs: 1\n",
-                "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n    epochs: 500\n")
+    smoke = "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n"
+    edit_params(root, smoke + "    epochs: 1\n", smoke + "    epochs: 500\n")
 
 
 # --------------------------------------------------------------------------- bad input
@@ -147,11 +161,14 @@ def test_a_failing_cell_keeps_the_previous_results_and_the_failed_notebook(root)
 
 
 # --------------------------------------------------------------------------- interrupts and kills
-@pytest.mark.parametrize("how", ["ctrl_c", "sigkill_dvc"])
-def test_interrupting_or_killing_dvc_keeps_the_results_and_leaves_no_process(root, tmp_path, how):
+# dvc runs a stage's command under $SHELL -c (/bin/sh when unset): bash execs the command, dash
+# stays between dvc and the stage run, so a killed dvc leaves the shell alive
+@pytest.mark.parametrize("how, shell", [("ctrl_c", "/bin/bash"), ("sigkill_dvc", "/bin/bash"),
+                                        ("sigkill_dvc", "/bin/sh")], ids=["ctrl_c", "sigkill_dvc", "sigkill_dvc_sh"])
+def test_interrupting_or_killing_dvc_keeps_the_results_and_leaves_no_process(root, tmp_path, how, shell):
     make_the_baseline_run_for_minutes(root)
     log = tmp_path / "dvc.log"
-    dvc = start(["dvc", "repro", "baseline"], root, log)
+    dvc = start(["dvc", "repro", "baseline"], root, log, SHELL=shell)
     wait_for(log, KERNEL_RUNNING, dvc)
     if how == "ctrl_c":
         os.killpg(dvc.pid, signal.SIGINT)  # what a terminal sends its foreground job

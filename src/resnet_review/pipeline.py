@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import DIE_WITH_PARENT_ENV, die_with_parent
+from . import DIE_WITH_PARENT_ENV, die_with_launcher
 from .config import ParamsError, Paths, load_params
 
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an extra notebook parameter (a string)")
     args = parser.parse_args(argv)
     if os.environ.get("DVC_STAGE"):  # set by dvc for a stage's command
-        die_with_parent()  # a killed `dvc repro` takes this run (and its kernel) with it
+        die_with_launcher()  # a killed `dvc repro` takes this run (and its kernel) with it
     signal.signal(signal.SIGTERM, _terminated)
     try:
         run_notebook(args.notebook, args.stage, reports_dir=args.reports_dir, models_dir=args.models_dir,
