@@ -55,7 +55,8 @@ def test_results_page_holds_the_headline_tables_and_times(tmp_path):
     (out / "pareto_front.md").write_text("| model | CPU ms |\n|---|---|\n| wide_deep/resnet18 | 4.0 |\n")
     (out / "table1.md").write_text("| source | measured here |\n|---|---|\n| K He et al. | x2.2 training time |\n")
     (out / "claims.csv").write_text("id,verdict,verdict_bh,tier\na,supported,supported,gpu\n"
-                                    "b,supported,inconclusive after FDR control,gpu\nc,not supported,not supported,cpu\n")
+                                    "b,supported,inconclusive after FDR control,gpu\n"
+                                    "c,not supported,not supported,cpu\n")
     bench = tmp_path / "benchmarks"
     bench.mkdir()
     (bench / "engine_overhead.json").write_text(json.dumps({

@@ -12,7 +12,7 @@ import yaml
 
 from resnet_review.config import ParamsError, validate_params
 from resnet_review.experiment import Stage, _comparable_budget
-from resnet_review.report import pareto_front
+from resnet_review.results import pareto_front
 from resnet_review.stats import Estimate
 from resnet_review.synergy import check_control, combination, factorial_table
 

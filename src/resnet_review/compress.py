@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .config import scaled_epochs
+from .experiment import Stage
 from .profiling import count_flops, count_params
 
 Importance = Literal["magnitude", "taylor"]
@@ -313,7 +314,7 @@ def training_batches(train, batch_size: int, count: int, seed: int) -> list[Batc
     return out
 
 
-def prune_run(stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
+def prune_run(stage: Stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
               splits=None, taylor_batches: int = 4, round_to: int | None = None, **run_kwargs):
     """:meth:`~resnet_review.experiment.Stage.run` of ``source(seed)`` pruned to ``target`` (a
     :class:`~resnet_review.config.PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
@@ -344,7 +345,7 @@ def prune_run(stage, name: str, source: Callable[[int], nn.Module], target, *, e
     return result
 
 
-def int8_run(stage, name: str, build: Callable[[int], nn.Module], *, calibration_batches: int, info: dict,
+def int8_run(stage: Stage, name: str, build: Callable[[int], nn.Module], *, calibration_batches: int, info: dict,
              splits=None):
     """:meth:`~resnet_review.experiment.Stage.run` of ``build(seed)`` quantised to int8 after
     training (0 epochs), calibrated on ``calibration_batches`` of that seed's training batches of
@@ -364,7 +365,7 @@ def int8_run(stage, name: str, build: Callable[[int], nn.Module], *, calibration
     return stage.run(name, build_float, splits=splits, epochs=0, info=info, finalize=quantise)
 
 
-def run_pruning(stage) -> dict:
+def run_pruning(stage: Stage) -> dict:
     """Every ``targets`` entry of the stage's params (see :class:`~resnet_review.config.PruningParams`)
     and the control ``dense_finetuned``: per seed, the source stage's trained model, pruned, then
     fine-tuned by the one engine for the same epochs; evaluated and profiled like any variant."""
@@ -388,7 +389,7 @@ def run_pruning(stage) -> dict:
     return results
 
 
-def run_quantisation(stage) -> dict:
+def run_quantisation(stage: Stage) -> dict:
     """``fp32`` (the source model as trained), ``int8_ptq`` (calibrated on training batches),
     ``int8_qat`` (quantisation-aware fine-tuning, when ``qat_epochs_scale`` > 0) and, with a
     ``pruned_source``, ``pruned_fp32`` / ``pruned_int8``; the fp32 models are evaluated untouched

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .data import AUGMENTATIONS, VIEWS
+from .models import is_known_model, model_suggestions
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -133,8 +136,6 @@ def _check_recipe_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 def _check_model_name(name: str | None) -> str | None:
     """A model name that :func:`models.build_model` knows, checked with the params so that a typo
     is refused before any kernel starts."""
-    from .models import is_known_model, model_suggestions
-
     if name is not None and not is_known_model(name):
         raise ValueError(f"unknown model {name!r}; {model_suggestions(name)}")
     return name
@@ -156,23 +157,15 @@ def _names_usable_in_paths(what: str):
     return check
 
 
-def _distinct_names_of(what: str, known: Callable[[], Sequence[str]]):
-    """A validator of a list of distinct names from ``known()`` (called late: a module that lists
-    them may import this one)."""
+def _distinct_names_of(what: str, options: Sequence[str]):
+    """A validator of a list of distinct names from ``options``."""
 
     def check(names: list[str]) -> list[str]:
-        options = known()
         if any(n not in options for n in names) or len(set(names)) != len(names):
             raise ValueError(f"{what} must list distinct names of {', '.join(options)}, got {names}")
         return names
 
     return check
-
-
-def _augmentations() -> tuple[str, ...]:
-    from .training import AUGMENTATIONS
-
-    return AUGMENTATIONS
 
 
 class Variant(_Strict):
@@ -201,8 +194,6 @@ class Variant(_Strict):
     @field_validator("view")
     @classmethod
     def _known_view(cls, view: str) -> str:
-        from .data import VIEWS
-
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
         return view
@@ -395,10 +386,10 @@ class DistillationParams(StageParams):
 
 
 class AugmentVariant(Variant):
-    augment: list[str] = Field(default_factory=list, description="augmentations of training.AUGMENTATIONS, "
+    augment: list[str] = Field(default_factory=list, description="augmentations of data.AUGMENTATIONS, "
                                "applied in this order to every training batch ([]: the control)")
 
-    _known_augmentations = field_validator("augment")(_distinct_names_of("augment", _augmentations))
+    _known_augmentations = field_validator("augment")(_distinct_names_of("augment", AUGMENTATIONS))
 
 
 class AugmentationParams(StageParams):
@@ -654,7 +645,7 @@ class TransferParams(StageParams):
             raise ValueError(f"classes must be distinct Fashion-MNIST labels 0..9, got {classes}")
         return classes
 
-    _known_methods = field_validator("methods")(_distinct_names_of("methods", lambda: TRANSFER_METHODS))
+    _known_methods = field_validator("methods")(_distinct_names_of("methods", TRANSFER_METHODS))
 
     _fraction_names = field_validator("fractions")(_names_usable_in_paths("fraction"))
 

@@ -341,6 +341,11 @@ VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
 }
 
 
+# The batch augmentations a stage's recipe can name (``augment:``), in the order they apply;
+# implemented by :func:`resnet_review.training.augmentation` on normalised training batches.
+AUGMENTATIONS = ("randaugment", "mixup", "cutmix", "random_erasing")
+
+
 def apply_view(data: TensorData, view: str) -> TensorData:
     """``data`` as seen through ``view`` (see :data:`VIEWS`); the images and labels are unchanged."""
     if view not in VIEWS:
@@ -352,26 +357,3 @@ def apply_view(data: TensorData, view: str) -> TensorData:
                          f"{len(data.inputs)} inputs already")
     return TensorData(VIEWS[view](data.inputs[0]), data.targets, data.classes, data.name, {**data.meta, "view": view})
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m resnet_review.data``: verify the raw files and write the prepared split."""
-    import argparse
-
-    from .config import ParamsError, Paths, load_params
-
-    parser = argparse.ArgumentParser(prog="python -m resnet_review.data", description=main.__doc__)
-    parser.add_argument("--raw-dir", help="folder of the four raw .gz files (default: data/raw)")
-    parser.add_argument("--out", help="prepared tensor file (default: data/prepared/fashion_mnist.pt)")
-    args = parser.parse_args(argv)
-    paths = Paths()
-    try:
-        params = load_params(paths.params).prepare
-        sizes = prepare(args.raw_dir or paths.raw, args.out or paths.prepared, params.val_size, params.split_seed)
-    except (ParamsError, DataIntegrityError) as err:
-        parser.exit(1, f"error: {err}\n")
-    print(f"prepared {args.out or paths.prepared}: {sizes}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -52,6 +52,7 @@ from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import CheckpointError, build_model
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
+from .results import collect
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save, atomic_write_text
@@ -615,8 +616,6 @@ class Stage:
     def frame(self, *references: tuple[str, str]):
         """This stage's variants (as far as run) plus ``(stage, variant)`` references from sibling
         stages, in the report's flattened form: what :mod:`resnet_review.plots` draws."""
-        from .report import collect
-
         self.live.make_summary()
         table = collect(self.out_dir.parent, stages=[self.name, *{s for s, _ in references}])
         if table.empty:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
+from .experiment import Stage
 from .profiling import example_inputs, measure_latency, peak_training_memory_mb
 
 # rows of the review's Table 1: (source, limitation as printed, what measures it here)
@@ -138,7 +139,7 @@ class Limitations:
     table: pd.DataFrame
 
 
-def run_limitations(stage) -> Limitations:
+def run_limitations(stage: Stage) -> Limitations:
     """Train this stage's resolution and data-share variants over the seeds, read the baseline,
     the low-data control and the depth series from their stages, time inference and training
     memory against batch size, and fill in Table 1."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from .data import TensorData
 from .evaluate import EvalResult
-from .report import COST_LABELS
+from .results import COST_LABELS
 from .stats import VERDICTS
 
 sns.set_theme(context="notebook", style="whitegrid")
@@ -128,7 +128,7 @@ def pareto(table: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc
            front: str = "pareto", logx: bool = True, label_dominated: int = 12):
     """``y`` (mean, 95% CI over seeds) against the cost ``x`` (``logx``: on a log axis, as costs
     of models span orders of magnitude), the rows of the boolean column ``front`` (see
-    :func:`resnet_review.report.pareto_front`) highlighted and joined: no other point is both
+    :func:`resnet_review.results.pareto_front`) highlighted and joined: no other point is both
     cheaper and more accurate than one of them. Dominated points are labelled only where there
     are at most ``label_dominated`` of them (the table beside the figure names them all)."""
     data = table.dropna(subset=[x, f"{y}_mean"])

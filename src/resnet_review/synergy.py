@@ -13,7 +13,7 @@ stage's ResNet50 on 10% for 5x the epochs), read, not retrained, as the cell wit
 * One cell compressed (``compress``): int8 post-training quantisation, structured pruning with a
   fine-tune on the cell's images by the cell's own techniques, and both; speed-ups side by side.
 * The accuracy against CPU-latency Pareto front of every cell, compressed model and the baseline
-  (:func:`resnet_review.report.pareto_front`).
+  (:func:`resnet_review.results.pareto_front`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 
 from .compress import int8_run, load_compressed, prune_run
 from .config import ParamsError, scaled_epochs
-from .experiment import Comparable, SeedSeries, VariantResult, per_seed
-from .report import pareto_front
+from .experiment import Comparable, SeedSeries, Stage, VariantResult, per_seed
+from .results import pareto_front
 from .stats import VERDICTS, Estimate, verdict
 from .training import distillation_hooks, seed_teachers, stage_augmentation
 
@@ -48,7 +48,7 @@ def combination(interaction: Estimate, both_minus_best: Estimate) -> str:
     return COMBINATIONS[3] if verdict(both_minus_best, +1) == VERDICTS[1] else COMBINATIONS[2]
 
 
-def check_control(stage) -> dict[str, list[float]]:
+def check_control(stage: Stage) -> dict[str, list[float]]:
     """The control's per-seed results, after checking that it ran under this budget and that
     every cell of this profile trains on its share of the images, for its epochs, at its input
     size: a :class:`~resnet_review.config.ParamsError` naming the cells' keys otherwise."""
@@ -71,7 +71,7 @@ def check_control(stage) -> dict[str, list[float]]:
     return block["per_seed"]
 
 
-def techniques(stage, name: str | None) -> list[str]:
+def techniques(stage: Stage, name: str | None) -> list[str]:
     """What a cell adds to the stage's plain model (``None``: the control, nothing)."""
     if name is None:
         return []
@@ -81,7 +81,7 @@ def techniques(stage, name: str | None) -> list[str]:
     return added + (["distillation"] if v.distill else [])
 
 
-def cell_hooks(stage, name: str, teacher) -> dict[str, Any]:
+def cell_hooks(stage: Stage, name: str, teacher) -> dict[str, Any]:
     """The engine hooks of cell ``name``: its augmentations (the augmentation stage's settings) as
     the batch transform, and the distillation loss of each seed's teacher when it distils."""
     v, cfg = stage.config.variants[name], stage.config
@@ -92,7 +92,7 @@ def cell_hooks(stage, name: str, teacher) -> dict[str, Any]:
     return hooks
 
 
-def run_cells(stage, teacher) -> dict[str, VariantResult]:
+def run_cells(stage: Stage, teacher) -> dict[str, VariantResult]:
     """Train every cell of this profile over the seeds, what it adds written beside its metrics."""
     results = {}
     for name in stage.variant_names():
@@ -101,7 +101,7 @@ def run_cells(stage, teacher) -> dict[str, VariantResult]:
     return results
 
 
-def _row(stage, what: str, treatment: Comparable, control: Comparable | None) -> dict[str, Any]:
+def _row(stage: Stage, what: str, treatment: Comparable, control: Comparable | None) -> dict[str, Any]:
     effect, outcome = stage.effect(treatment, control)
     return {"comparison": what, "effect": effect.mean, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
             "seeds": effect.n, "verdict": outcome}
@@ -114,7 +114,7 @@ def _main_effect(name: str, pairs: list[tuple[Comparable, Comparable]], metric: 
     return SeedSeries(name, {s: sum(t[s] - c[s] for t, c in diffs) / len(diffs) for s in seeds})
 
 
-def factorial_table(stage, none: Comparable, first: Comparable, second: Comparable, both: Comparable,
+def factorial_table(stage: Stage, none: Comparable, first: Comparable, second: Comparable, both: Comparable,
                     names: tuple[str, str], metric: str = "test_acc") -> tuple[pd.DataFrame, Estimate, str]:
     """The 2x2 factorial of two techniques (``names``) from the per-seed results of its four
     cells: each gain alone and on top of the other, the main effects, the pair against the
@@ -138,7 +138,7 @@ def factorial_table(stage, none: Comparable, first: Comparable, second: Comparab
     return pd.DataFrame(rows).set_index("comparison"), effect, combined
 
 
-def steps_table(stage, control: Comparable, results: dict[str, VariantResult],
+def steps_table(stage: Stage, control: Comparable, results: dict[str, VariantResult],
                 metric: str = "test_acc") -> pd.DataFrame:
     """The step-wise path: each cell of ``steps`` that ran, what it adds to the one before (the
     control first), its gain over that one and over the control, with 95% CIs and verdicts."""
@@ -156,7 +156,7 @@ def steps_table(stage, control: Comparable, results: dict[str, VariantResult],
     return pd.DataFrame(rows).set_index("step")
 
 
-def compress_cell(stage, teacher) -> dict[str, VariantResult]:
+def compress_cell(stage: Stage, teacher) -> dict[str, VariantResult]:
     """The ``compress.source`` cell's trained models, per seed: int8 (post-training, calibrated
     on the cell's training images), structurally pruned and fine-tuned on the cell's images with
     the cell's own techniques, and (``pruned_int8``) the pruned ones quantised too."""
@@ -192,7 +192,7 @@ def compress_cell(stage, teacher) -> dict[str, VariantResult]:
     return out
 
 
-def compression_table(stage, source: str, compressed: list[str], latency: pd.DataFrame) -> pd.DataFrame:
+def compression_table(stage: Stage, source: str, compressed: list[str], latency: pd.DataFrame) -> pd.DataFrame:
     """Accuracy, its change from ``source`` (paired, 95% CI), cost and side-by-side speed-ups."""
     rows = []
     for name in [source, *compressed]:
@@ -207,7 +207,7 @@ def compression_table(stage, source: str, compressed: list[str], latency: pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
-def front_frame(stage, x: str = "latency_cpu_b1_ms", y: str = "test_acc_mean") -> pd.DataFrame:
+def front_frame(stage: Stage, x: str = "latency_cpu_b1_ms", y: str = "test_acc_mean") -> pd.DataFrame:
     """Every cell and compressed model of the stage, the control and the baseline, with whether
     each is on the front of lower ``x`` and higher ``y``."""
     c = stage.config.control
@@ -232,7 +232,7 @@ class Synergy:
     pareto: pd.DataFrame
 
 
-def run_synergy(stage) -> Synergy:
+def run_synergy(stage: Stage) -> Synergy:
     """Check the control and the teacher, train the cells, tabulate the factorial and the steps,
     compress the ``compress.source`` cell and time it side by side, and find the Pareto front."""
     cfg = stage.config

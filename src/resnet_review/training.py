@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import MEAN, STD
+from .data import AUGMENTATIONS, MEAN, STD
 from .engine import BatchTransform, LossFn, fit, synchronize
-
-if TYPE_CHECKING:  # the stage glue below takes a Stage; experiment imports this module's callers
-    import pandas as pd
-
-    from .experiment import Stage, VariantResult
-
-AUGMENTATIONS = ("randaugment", "mixup", "cutmix", "random_erasing")
+from .experiment import Stage, VariantResult
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
@@ -195,8 +189,6 @@ def augmentation_throughput(stage: Stage, combinations: dict[str, Sequence[str]]
     """What each augmentation costs the training loop: images/s of the transform alone on the
     profile's training batches (on the training device), against images/s of a plain training
     step of the stage's model by the engine, and the slowdown a training epoch would see."""
-    import pandas as pd
-
     combinations = combinations or {n: [n] for n in AUGMENTATIONS}
     train, b = stage.splits.train, stage.budget
     batch = min(b.batch_size, len(train))

@@ -35,6 +35,7 @@ from torch import nn
 
 from .config import scaled_epochs
 from .data import Splits, TensorData, stratified_subset
+from .experiment import Stage
 from .models import CheckpointError, load_pretrained
 
 # "early layers" of a ResNet: everything up to and including this block is frozen
@@ -133,7 +134,7 @@ METHODS: dict[str, Callable[[nn.Module], nn.Module] | None] = {
 }
 
 
-def run_transfer(stage) -> dict:
+def run_transfer(stage: Stage) -> dict:
     """Per seed, pretrain on the source classes (variant ``source_pretrain``) unless params give a
     ``pretrained_path``; then, for every fraction and method of params (see
     :class:`~resnet_review.config.TransferParams`), train ``<method>_<fraction>`` on that share of

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from .config import ParamsError, Recipe, SearchSpace
 from .engine import NonFiniteLossError, fit, seed_everything
+from .experiment import Stage
 
 STUDY_FILE = "study.db"
 # the trials that count towards n_trials: a FAILED one (a crash, an interrupt) or one left RUNNING
@@ -82,33 +83,33 @@ def params_of(recipe: Recipe, batch_size: int, space: SearchSpace) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- study
-def search_space(stage) -> SearchSpace:
+def search_space(stage: Stage) -> SearchSpace:
     """What a trial of the stage draws under its profile (the profile's own batch sizes, if any)."""
     return stage.config.search_under(stage.params.profile)
 
 
-def trial_seed(stage) -> int:
+def trial_seed(stage: Stage) -> int:
     """The one seed every trial trains with: ``trial_seed``, or the profile's first seed."""
     seed = stage.config.trial_seed
     return stage.budget.seeds[0] if seed is None else seed
 
 
-def first_prunable_epoch(stage) -> int:
+def first_prunable_epoch(stage: Stage) -> int:
     """No trial is pruned before this epoch: ``min_epochs_fraction`` of the profile's epochs, at least 1."""
     return max(1, math.ceil(stage.config.pruner.min_epochs_fraction * stage.budget.epochs))
 
 
-def n_trials(stage) -> int:
+def n_trials(stage: Stage) -> int:
     """The finished trials the study should hold under the stage's profile."""
     return getattr(stage.config.n_trials, stage.params.profile)
 
 
-def storage_url(stage) -> str:
+def storage_url(stage: Stage) -> str:
     """``storage`` from params, or the SQLite file inside the stage's output folder."""
     return stage.config.storage or f"sqlite:///{(stage.models_dir / STUDY_FILE).resolve()}"
 
 
-def study_storage(stage, attempts: int = 5) -> optuna.storages.RDBStorage:
+def study_storage(stage: Stage, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Where the study lives: an SQLite file (one machine; a trial a killed process left RUNNING
     is drawn anew), or a database server with Optuna's heartbeat, so that a trial whose worker
     died becomes FAIL once another worker starts a trial, and is retried with the same parameters.
@@ -145,7 +146,7 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def shown_storage(stage) -> str:
+def shown_storage(stage: Stage) -> str:
     """The study's storage for metrics.json: the default SQLite file relative to the project
     root (the same on every clone), a ``storage`` URL with its password masked."""
     if stage.config.storage:
@@ -153,7 +154,7 @@ def shown_storage(stage) -> str:
     return f"sqlite:///{os.path.relpath((stage.models_dir / STUDY_FILE).resolve(), stage.paths.root.resolve())}"
 
 
-def study_setup(stage) -> dict[str, Any]:
+def study_setup(stage: Stage) -> dict[str, Any]:
     """What the trials' results depend on; a study run under another setup is not resumed."""
     b = stage.budget
     setup = {"model": stage.config.model, "model_kwargs": stage.config.model_kwargs,
@@ -200,7 +201,7 @@ class WorkerSeededSampler(optuna.samplers.BaseSampler):
         self._sampler().reseed_rng()
 
 
-def open_study(stage) -> optuna.Study:
+def open_study(stage: Stage) -> optuna.Study:
     """Create the stage's study, or load it to resume or to join it from another worker.
 
     Only the worker whose ``create_study`` succeeds (the storage refuses a second study of the
@@ -252,7 +253,7 @@ def pruning_hook(trial: Trial, epochs: int, first_epoch: int) -> Callable[[int, 
     return on_epoch_end
 
 
-def objective(trial: Trial, stage) -> float:
+def objective(trial: Trial, stage: Stage) -> float:
     """Train the stage's model once with the trial's recipe; its final validation accuracy."""
     b = stage.budget
     space = search_space(stage)
@@ -274,7 +275,7 @@ def objective(trial: Trial, stage) -> float:
     return result.final["val_acc"]
 
 
-def run_study(stage, callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> optuna.Study:
+def run_study(stage: Stage, callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> optuna.Study:
     """Open (or resume) the stage's study and run the trials still missing to reach the
     profile's ``n_trials`` finished (complete or pruned) ones."""
     study = open_study(stage)
@@ -300,7 +301,7 @@ class TuningOutcome:
     summary: dict[str, Any]  # study_summary(), as logged to metrics.json
 
 
-def default_recipe(stage) -> Recipe:
+def default_recipe(stage: Stage) -> Recipe:
     """The recipe the control stage trained its variant with."""
     source = stage.config.control
     section = stage.params.stage(source.stage)
@@ -309,7 +310,7 @@ def default_recipe(stage) -> Recipe:
     return variant.recipe(recipe) if variant else recipe
 
 
-def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
+def study_summary(study: optuna.Study, stage: Stage) -> dict[str, Any]:
     """The study's counts and best trial, for metrics.json."""
     states = Counter(t.state for t in study.trials)
     best = study.best_trial
@@ -324,7 +325,7 @@ def study_summary(study: optuna.Study, stage) -> dict[str, Any]:
             "best_recipe": {**recipe.model_dump(include=set(SEARCHED)), "batch_size": batch_size}}
 
 
-def run_tuning(stage) -> TuningOutcome:
+def run_tuning(stage: Stage) -> TuningOutcome:
     """The study, then its best recipe retrained over the profile's seeds as the variant
     ``tuned`` and evaluated on the test set; the default recipe's results are the control
     stage's (same budget and seeds), read, not retrained."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from . import register_model
+from .registry import register_model
 
 
 class FPNClassifier(nn.Module):

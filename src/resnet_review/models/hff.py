@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 
 def _conv_bn_act(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:

@@ -51,7 +51,7 @@ import timm
 import torch
 from torch import nn
 
-from . import load_pretrained, register_model
+from .registry import load_pretrained, register_model
 
 
 class MultiModalFeatureFusion(nn.Module):
