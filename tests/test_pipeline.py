@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import copy_project, project_env, sh
 
+from resnet_review.results import HEADLINE
+
 ROOT = Path(__file__).resolve().parents[1]
 # the first test waits for the smoke `dvc repro` of every stage
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -146,7 +148,12 @@ def test_index_renders_in_headless_chromium_and_every_link_opens(project, tmp_pa
 def test_dvc_sees_metrics_and_plots_and_a_second_repro_is_a_no_op(project):
     dest, _ = project
     shown = json.loads(sh("dvc metrics show --json", dest))
-    assert any("baseline/metrics.json" in path for rev in shown.values() for path in rev["data"])
+    files = {path: block["data"] for rev in shown.values() for path, block in rev["data"].items()}
+    # the headline: a file per variant, the same few numbers in each (a table that fits a terminal)
+    assert "reports/stages/baseline/headline/resnet50.json" in files
+    assert not any(path.endswith("metrics.json") for path in files)
+    assert set().union(*files.values()) == set(HEADLINE)
+    assert all(0 <= row["test_acc"] <= 1 for row in files.values())
     sh("dvc params diff", dest)
     sh("dvc plots show -o plots_html", dest)
     assert (dest / "plots_html/index.html").is_file()

@@ -272,3 +272,24 @@ def test_index_opens_with_the_claims_and_their_forest_plot(tmp_path):
                                      "<h2>Rendered notebooks</h2>", "<h2>Master table</h2>")]
     assert order == sorted(order)
     assert "verdict after BH" in page and "x improves y" in page
+
+
+def test_the_headline_is_four_numbers_per_variant_and_drops_a_gone_variant(tmp_path):
+    from resnet_review.results import HEADLINE, write_headline
+
+    metrics = {"profile": "smoke", "budget": {"train_size": 10},
+               "resnet50": {"test_acc": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+                            "test_macro_f1": {"mean": 0.45}, "params_m": 23.5, "latency_cpu_b1_ms": 12.0,
+                            "gmacs": 0.08, "corruptions": {"noise_1": 0.3}},
+               "int8": {"test_acc": {"mean": 0.49}, "test_macro_f1": {"mean": None}, "params_m": 23.5},
+               "claims": {"a": {"verdict": "supported"}}}
+    stale = tmp_path / "headline" / "removed_variant.json"
+    stale.parent.mkdir()
+    stale.write_text("{}")
+    folder = write_headline(tmp_path, metrics)
+    assert sorted(p.name for p in folder.iterdir()) == ["int8.json", "resnet50.json"]
+    assert json.loads((folder / "resnet50.json").read_text()) == {
+        "test_acc": 0.5, "test_macro_f1": 0.45, "latency_cpu_b1_ms": 12.0, "params_m": 23.5}
+    assert set(HEADLINE) == {"test_acc", "test_macro_f1", "latency_cpu_b1_ms", "params_m"}
+    # a number the variant lacks is left out, not written as null
+    assert json.loads((folder / "int8.json").read_text()) == {"test_acc": 0.49, "params_m": 23.5}

@@ -52,7 +52,7 @@ from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import CheckpointError, build_model
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
-from .results import collect
+from .results import collect, headline, write_headline
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save, atomic_write_text
@@ -659,14 +659,18 @@ class Stage:
         self.live.make_summary()
 
     def finish(self) -> dict[str, Any]:
-        """Write metrics.json (and ``predictions.json``) for good and drop the resume checkpoints
-        of this stage."""
+        """Write metrics.json, its headline numbers (``headline/<variant>.json``, what ``dvc metrics
+        show`` prints) and ``predictions.json`` for good and drop the resume checkpoints of this
+        stage."""
         if self.results:
             atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
         self.live.make_summary()
         self.live.end()
         shutil.rmtree(self.resume_dir, ignore_errors=True)
-        return json.loads((self.out_dir / "metrics.json").read_text())
+        metrics = json.loads((self.out_dir / "metrics.json").read_text())
+        if headline(metrics):  # a stage of models (data_overview has none)
+            write_headline(self.out_dir, metrics)
+        return metrics
 
     def predictions(self) -> dict[str, Any]:
         """Every seed's predicted class per test image, per variant, with the images' classes (one

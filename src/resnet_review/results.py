@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .storage import atomic_write_text
+
 
 def _flatten(block: dict, prefix: str = "") -> dict:
     out = {}
@@ -84,3 +86,43 @@ def pareto_front(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
     front = [bool(ok) and not (known & (xs <= xv) & (ys >= yv) & ((xs < xv) | (ys > yv))).any()
              for ok, xv, yv in zip(known, xs, ys)]
     return pd.Series(front, index=frame.index, name="pareto")
+
+
+# --------------------------------------------------------------------------- headline metrics
+# What `dvc metrics show` and `dvc exp show` print: four numbers per variant, one file per
+# variant (``<stage>/headline/<variant>.json``), so the table has a row per model and a column
+# per number. Everything else (intervals, per-seed runs, corruptions, claims) stays in
+# metrics.json, which the report reads.
+HEADLINE_DIR = "headline"
+HEADLINE = {"test_acc": ("test_acc", "mean"), "test_macro_f1": ("test_macro_f1", "mean"),
+            "latency_cpu_b1_ms": ("latency_cpu_b1_ms", None), "params_m": ("params_m", None)}
+
+
+def headline(metrics: dict) -> dict[str, dict[str, float]]:
+    """Per variant of a stage's ``metrics.json``, the numbers of :data:`HEADLINE` it holds."""
+    out = {}
+    for variant, block in metrics.items():
+        if not (isinstance(block, dict) and isinstance(block.get("test_acc"), dict)):
+            continue
+        row = {}
+        for name, (key, inner) in HEADLINE.items():
+            value = block.get(key)
+            value = value.get(inner) if inner and isinstance(value, dict) else value
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                row[name] = round(float(value), 6)
+        out[variant] = row
+    return out
+
+
+def write_headline(stage_dir: str | Path, metrics: dict) -> Path:
+    """:func:`headline` as ``<stage_dir>/headline/<variant>.json``; a file of a variant the stage
+    no longer has is removed."""
+    folder = Path(stage_dir) / HEADLINE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = headline(metrics)
+    for stale in folder.glob("*.json"):
+        if stale.stem not in rows:
+            stale.unlink()
+    for variant, row in rows.items():
+        atomic_write_text(folder / f"{variant}.json", json.dumps(row, indent=2, sort_keys=True) + "\n")
+    return folder
