@@ -52,16 +52,9 @@ costs
 
 # %%
 ratio = costs.loc["seresnet50"]
-display(Markdown("\n".join([
-    "* " + stage.claim("se_improves_accuracy", claim="SE attention improves ResNet50's accuracy",
-                       section="II.A", treatment=se, control=baseline),
-    "* " + stage.claim("se_improves_generalisation", claim="SE attention improves generalisation (macro-F1)",
-                       section="II.A", treatment=se, control=baseline, metric="test_macro_f1"),
-    f"* Cost of SE (\"lightweight\"): x{ratio['params_m']:.2f} parameters, x{ratio['gmacs']:.2f} MACs, "
-    f"x{ratio['latency_cpu_b1_ms']:.2f} CPU latency at batch 1, x{ratio['train_time_s_mean']:.2f} training time per seed.",
-    "",
-    stage.budget_note(),
-])))
+display(Markdown(stage.claims_markdown() + "\n\n" + (
+    f"Cost of SE (\"lightweight\"): x{ratio['params_m']:.2f} parameters, x{ratio['gmacs']:.2f} MACs, "
+    f"x{ratio['latency_cpu_b1_ms']:.2f} CPU latency at batch 1, x{ratio['train_time_s_mean']:.2f} training time per seed.")))
 
 # %%
 metrics = stage.finish()

@@ -51,17 +51,12 @@ costs
 
 # %%
 ratio = costs.loc["resnext50_32x4d"]
-display(Markdown("\n".join([
-    "* " + stage.claim("resnext_improves_accuracy", claim="Grouped convolutions (ResNeXt) improve accuracy",
-                       section="II.B", treatment=resnext, control=baseline),
-    f"* \"Maintaining computational efficiency\": x{ratio['params_m']:.2f} the parameters and x{ratio['gmacs']:.2f} "
+display(Markdown(stage.claims_markdown() + "\n\n" + (
+    f"\"Maintaining computational efficiency\": x{ratio['params_m']:.2f} the parameters and x{ratio['gmacs']:.2f} "
     f"the MACs of ResNet50, at x{ratio['latency_cpu_b1_ms']:.2f} its CPU latency (batch 1) and x{ratio['train_time_s_mean']:.2f} its "
     "training time per seed. " + ("Equal MACs do not mean equal speed here: grouped convolutions run fewer "
     "operations per second than dense ones on this hardware." if ratio['latency_cpu_b1_ms'] > 1.1 else
-    "On this hardware equal MACs also mean about equal speed."),
-    "",
-    stage.budget_note(),
-])))
+    "On this hardware equal MACs also mean about equal speed."))))
 
 # %%
 metrics = stage.finish()

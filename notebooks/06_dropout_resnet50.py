@@ -59,30 +59,7 @@ table.set_index("label")[["train_fraction", "epochs", "train_acc_mean", "val_acc
 # its own regime.
 
 # %%
-r = results
-low0 = r["low_data_drop_rate_0"]
-display(Markdown("\n".join([
-    "* " + stage.claim("dropout_reduces_overfitting_low_data", claim="Dropout (0.5) reduces overfitting with little data",
-                       section="II.E", treatment=r["low_data_drop_rate_0.5"], control=low0,
-                       control_name="low_data_drop_rate_0", metric="train_val_gap", expected_sign=-1),
-    "* " + stage.claim("dropout_improves_generalisation_low_data",
-                       claim="Dropout (0.5) improves test accuracy with little data", section="II.E",
-                       treatment=r["low_data_drop_rate_0.5"], control=low0, control_name="low_data_drop_rate_0"),
-    # low_data_drop_rate_0.2 and low_data_drop_path_0.1 run under the gpu profile only (params.yaml)
-    *(["* " + stage.claim("drop_path_reduces_overfitting_low_data",
-                          claim="Dropping residual branches (stochastic depth) reduces overfitting with little data",
-                          section="II.E", treatment=r["low_data_drop_path_0.1"], control=low0,
-                          control_name="low_data_drop_rate_0", metric="train_val_gap", expected_sign=-1)]
-      if "low_data_drop_path_0.1" in r else []),
-    "* " + stage.claim("dropout_reduces_overfitting_full_data", claim="Dropout (0.5) reduces overfitting at full data",
-                       section="II.E", treatment=r["drop_rate_0.5"], control=baseline,
-                       metric="train_val_gap", expected_sign=-1),
-    "* " + stage.claim("dropout_improves_generalisation_full_data",
-                       claim="Dropout (0.5) improves test accuracy at full data", section="II.E",
-                       treatment=r["drop_rate_0.5"], control=baseline),
-    "",
-    stage.budget_note(),
-])))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

@@ -51,23 +51,7 @@ report.relative_costs(table, "baseline/resnet50")
 # ## The review's claims, measured
 
 # %%
-r = results
-deepest = "resnet152" if "resnet152" in r else "resnet101"
-display(Markdown("\n".join([
-    # wide_resnet50_2 and ResNet152 run under the gpu profile only (params.yaml); the cpu profile
-    # tests depth with ResNet101, and the claims table lists the others as not measured
-    *(["* " + stage.claim("wider_improves_accuracy", claim="A wider ResNet50 (x2 channels) is more accurate",
-                          section="II.F", treatment=r["wide_resnet50_2"], control=baseline)]
-      if "wide_resnet50_2" in r else []),
-    "* " + stage.claim("deeper_improves_accuracy_101", claim="A deeper ResNet (101 layers) is more accurate",
-                       section="II.F", treatment=r["resnet101"], control=baseline),
-    *(["* " + stage.claim("deeper_improves_accuracy_152", claim="A deeper ResNet (152 layers) is more accurate",
-                          section="II.F", treatment=r["resnet152"], control=baseline)] if "resnet152" in r else []),
-    "* " + stage.claim("deeper_costs_training_time", claim=f"Training time grows with depth ({deepest} vs ResNet50)",
-                       section="Table 1", treatment=r[deepest], control=baseline, metric="train_time_s"),
-    "",
-    stage.budget_note(),
-])))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

@@ -55,24 +55,7 @@ table.set_index("label")[[c for c in columns if c in table]].round(4)
 # ## The review's claims, measured
 
 # %%
-lines = []
-for name, result in results.items():
-    scratch = stage.config.variants[name].scratch
-    control = stage.reference(scratch.stage, scratch.variant)
-    student = stage.config.variants[name].model or stage.config.model
-    lines.append("* " + stage.claim(
-        f"{name}_beats_scratch", section="II.G", treatment=result, control=control,
-        control_name=f"{scratch.stage}/{scratch.variant}",
-        claim=f"Distillation (T={result.info['temperature']:g}, alpha={result.info['alpha']:g}) makes {student} "
-              "more accurate than the same model trained alone"))
-teacher = stage.reference(teacher_stage, teacher_variant)
-for name in [n for n in ("resnet18_kd", "resnet50_kd") if n in results]:
-    lines.append("* " + stage.claim(
-        f"{name}_matches_teacher", section="II.G", treatment=results[name], control=teacher,
-        control_name=f"{teacher_stage}/{teacher_variant}", margin=0.01,
-        claim=f"The distilled {name.split('_')[0]} comes within 1 point of its teacher"))
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

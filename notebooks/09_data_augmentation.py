@@ -66,23 +66,7 @@ table.set_index("label")[[c for c in columns if c in table]].round(4)
 # Each augmentation against the control of its data regime, paired by seed.
 
 # %%
-baseline = stage.reference("baseline", "resnet50")
-lines = []
-for name, result in results.items():
-    if name == "low_data_none":
-        continue
-    low = name.startswith("low_data_")
-    control, control_name = (results["low_data_none"], "low_data_none") if low else (baseline, "baseline")
-    what = result.info["augment"].replace("+", " + ")
-    regime = "with 20% of the data" if low else "with all the data"
-    lines.append("* " + stage.claim(f"{name}_reduces_overfitting", section="Table 1", treatment=result,
-                                    control=control, control_name=control_name, metric="train_val_gap",
-                                    expected_sign=-1, claim=f"Augmentation ({what}) reduces overfitting {regime}"))
-    lines.append("* " + stage.claim(f"{name}_improves_accuracy", section="Abstract", treatment=result,
-                                    control=control, control_name=control_name,
-                                    claim=f"Augmentation ({what}) improves accuracy {regime}"))
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

@@ -72,35 +72,24 @@ table.set_index("label")[[c for c in columns if c in table]].round(4)
 
 # %%
 fractions, chance = list(cfg.fractions), 1 / len(cfg.target_classes)
-share = {name: f"{f.train_fraction:.0%}" for name, f in cfg.fractions.items()}
-lines = []
-for fraction in fractions:
-    if f"finetune_{fraction}" in results and f"scratch_{fraction}" in results:
-        lines.append("* " + stage.claim(f"finetune_beats_scratch_{fraction}", section="Abstract",
-                                        claim=f"Transfer learning (fine-tuning) improves accuracy with "
-                                              f"{share[fraction]} of the target data",
-                                        treatment=results[f"finetune_{fraction}"], control=results[f"scratch_{fraction}"],
-                                        control_name=f"scratch_{fraction}"))
 small, large = fractions[0], fractions[-1]
+lines = []
 if small != large and f"finetune_{small}" in results and f"scratch_{large}" in results:
     scratch_large = results[f"scratch_{large}"].estimate("test_acc")
     if scratch_large.ci_low > chance:
-        lines.append("* " + stage.claim("transfer_reduces_data_needed", section="Abstract", margin=0.01,
-                                        claim=f"Transfer learning reduces the data needed: fine-tuned on "
-                                              f"{share[small]} within 1 point of scratch on {share[large]}",
-                                        treatment=results[f"finetune_{small}"], control=results[f"scratch_{large}"],
-                                        control_name=f"scratch_{large}"))
+        stage.estimate("transfer_reduces_data_needed",
+                       stage.effect(results[f"finetune_{small}"], results[f"scratch_{large}"])[0],
+                       metric=f"test_acc, finetune_{small} minus scratch_{large}", unit="paired seeds")
     else:
-        lines.append(f"* *Reduces the data needed*: not testable at this budget — `scratch_{large}` scores "
+        lines.append(f"*Reduces the data needed*: not testable at this budget — `scratch_{large}` scores "
                      f"{scratch_large}, not above chance ({chance:.2f}).")
 for fraction in fractions:
     for method in ("linear_probe", "frozen_early"):
         if f"{method}_{fraction}" in results and f"finetune_{fraction}" in results:
             effect, _ = stage.effect(results[f"{method}_{fraction}"], results[f"finetune_{fraction}"])
-            lines.append(f"* Context: `{method}_{fraction}` minus `finetune_{fraction}`: {effect.mean:+.4f} "
+            lines.append(f"Context: `{method}_{fraction}` minus `finetune_{fraction}`: {effect.mean:+.4f} "
                          f"(95% CI {effect.ci_low:+.4f} to {effect.ci_high:+.4f}, {effect.n} paired seeds).")
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+display(Markdown("\n\n".join([stage.claims_markdown(), *lines])))
 
 # %%
 metrics = stage.finish()

@@ -78,11 +78,7 @@ display(Markdown("\n".join([
        if default_val is not None else "."),
     f"* Tuned recipe: `{summary['best_recipe']}`"
     + (" — the default recipe itself: no trial beat it on validation." if summary["best_is_default"] else "."),
-    "* " + stage.claim("tuning_improves_accuracy", claim="Hyper-parameter tuning improves ResNet50's accuracy",
-                       section="Abstract", treatment=outcome.tuned, control=outcome.control,
-                       control_name=f"{cfg.control.stage}/{cfg.control.variant} (default recipe)"),
-    "",
-    stage.budget_note(),
+    stage.claims_markdown(),
 ])))
 
 # %%

@@ -80,34 +80,21 @@ table.set_index("label")[[c for c in columns if c in table]].round(4)
 
 # %%
 fp32 = results["fp32"]
-lines = []
-for name in ("int8_ptq", "int8_qat"):
-    if name in results:
-        lines.append("* " + stage.claim(f"{name}_keeps_accuracy", claim=f"int8 quantisation ({name[5:].upper()}) "
-                                        "keeps accuracy within 0.5 point", section="Abstract", treatment=results[name],
-                                        control=fp32, control_name="fp32", margin=0.005))
-lines.append("* " + stage.claim_estimate(
-    "int8_speeds_up_cpu", claim="int8 quantisation makes CPU inference faster", section="Abstract",
-    effect=speedups["int8_ptq"]["cpu_b32"].shifted(-1), metric="speedup_cpu_b32 - 1", treatment="int8_ptq",
-    control="fp32", unit="timing rounds", against=""))
-if "pruned_int8" in results:
-    lines.append("* " + stage.claim("pruned_int8_keeps_accuracy", claim="Pruning (-50% MACs) plus int8 keeps accuracy "
-                                    "within 1 point of the unpruned fp32 model", section="Abstract",
-                                    treatment=results["pruned_int8"], control=fp32, control_name="fp32", margin=0.01))
+stage.estimate("int8_speeds_up_cpu", speedups["int8_ptq"]["cpu_b32"].shifted(-1), metric="speedup_cpu_b32 - 1")
+lines = [stage.claims_markdown()]
 ptq = results["int8_ptq"].info
 acc, _ = stage.effect(results["int8_ptq"], fp32)
-lines.append(f"* Benchmark goal: int8 ≥ 3x faster than fp32 with an accuracy drop under 0.5 point. Measured: "
+lines.append(f"Benchmark goal: int8 ≥ 3x faster than fp32 with an accuracy drop under 0.5 point. Measured: "
              f"x{ptq['speedup_cpu_b1']:.2f} (batch 1), x{ptq['speedup_cpu_b32']:.2f} (batch 32), accuracy "
              f"{acc.mean:+.4f} (CI {acc.ci_low:+.4f} to {acc.ci_high:+.4f}) → speed goal "
              f"**{'met' if ptq['speedup_cpu_b32'] >= 3 else 'not met'}** at batch 32, {stage.budget.img_size} px; "
              f"weights {results['int8_ptq'].profile.checkpoint_mb:.1f} MB vs {fp32.profile.checkpoint_mb:.1f} MB.")
 if "pruned_int8" in results:
     info = results["pruned_int8"].info
-    lines.append(f"* Pruning + int8 together: x{info['speedup_cpu_b1']:.2f} (batch 1) / x{info['speedup_cpu_b32']:.2f} "
+    lines.append(f"Pruning + int8 together: x{info['speedup_cpu_b1']:.2f} (batch 1) / x{info['speedup_cpu_b32']:.2f} "
                  f"(batch 32) faster than the unpruned fp32 model, at "
                  f"{results['pruned_int8'].profile.checkpoint_mb:.1f} MB.")
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+display(Markdown("\n\n".join(lines)))
 
 # %%
 metrics = stage.finish()

@@ -87,34 +87,10 @@ stage.save_figure(plots.image_rows(stage.corrupted_test(stage.splits)), "corrupt
 # "Robustness" is the mean accuracy over the corrupted test sets.
 
 # %%
-r = results
-hff = r["hff_all_levels"]
-display(Markdown("\n".join([
-    "* " + stage.claim("hff_improves_accuracy", claim="HFF-SEnet improves ResNet50's accuracy",
-                       section="II.H.1", treatment=hff, control=baseline),
-    "* " + stage.claim("hff_beats_se", claim="HFF-SEnet improves on SE-ResNet50", section="II.H.1",
-                       treatment=hff, control=se, control_name="se/seresnet50"),
-    "* " + stage.claim("hff_cross_level_fusion_helps", claim="Fusing features across levels improves accuracy",
-                       section="II.H.1", treatment=hff, control=r["hff_all_levels_no_cross"],
-                       control_name="hff_all_levels_no_cross"),
-    "* " + stage.claim("hff_every_level_helps", claim="HFF at every level beats HFF at the last level only",
-                       section="II.H.1", treatment=hff, control=r["hff_last_level"], control_name="hff_last_level"),
-    "* " + stage.claim("hff_improves_generalisation_low_data",
-                       claim="HFF-SEnet improves generalisation with little data (test accuracy)", section="II.H.1",
-                       treatment=r["low_data_hff_all_levels"], control=low_data_baseline,
-                       control_name="dropout/low_data_drop_rate_0"),
-    "* " + stage.claim("hff_reduces_overfitting_low_data",
-                       claim="HFF-SEnet reduces overfitting with little data (train-validation gap)",
-                       section="II.H.1", treatment=r["low_data_hff_all_levels"], control=low_data_baseline,
-                       control_name="dropout/low_data_drop_rate_0", metric="train_val_gap", expected_sign=-1),
-    "* " + stage.claim("hff_improves_robustness", claim="HFF-SEnet is more robust to corrupted images",
-                       section="II.H.1", treatment=hff, control=baseline, metric="corruption_acc"),
-    f"* Cost of HFF-SEnet: x{costs.loc['hff_all_levels', 'params_m']:.2f} parameters, "
-    f"x{costs.loc['hff_all_levels', 'gmacs']:.2f} MACs, x{costs.loc['hff_all_levels', 'latency_cpu_b1_ms']:.2f} "
-    f"CPU latency at batch 1, x{costs.loc['hff_all_levels', 'train_time_s_mean']:.2f} training time per seed.",
-    "",
-    stage.budget_note(),
-])))
+cost = costs.loc["hff_all_levels"]
+display(Markdown(stage.claims_markdown() + "\n\n" + (
+    f"Cost of HFF-SEnet: x{cost['params_m']:.2f} parameters, x{cost['gmacs']:.2f} MACs, "
+    f"x{cost['latency_cpu_b1_ms']:.2f} CPU latency at batch 1, x{cost['train_time_s_mean']:.2f} training time per seed.")))
 
 # %%
 metrics = stage.finish()

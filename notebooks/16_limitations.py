@@ -76,18 +76,7 @@ display(Markdown(measured.table.to_markdown(index=False)))
 # ## The claims, measured
 
 # %%
-baseline = stage.reference("baseline", "resnet50")
-lines = []
-if "res_8px" in measured.results:
-    lines.append("* " + stage.claim("low_resolution_hurts", section="Table 1", treatment=measured.results["res_8px"],
-                                    control=baseline, expected_sign=-1,
-                                    claim="ResNet50 classifies low-resolution images (8 px) poorly"))
-if "data_1pct" in measured.results:
-    lines.append("* " + stage.claim("little_data_overfits", section="Table 1", treatment=measured.results["data_1pct"],
-                                    control=baseline, metric="train_val_gap",
-                                    claim="With little data (1%) ResNet50 overfits more"))
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

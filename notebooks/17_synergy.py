@@ -95,26 +95,12 @@ found.pareto.set_index("label")[["test_acc_mean", "test_acc_ci_low", "test_acc_c
 # ## The review's claims, measured
 
 # %%
-source = stage.config.compress.source
-lines = ["* " + stage.claim_estimate(
-    f"{f.first}_x_{f.second}_add_up", section="Conclusion", effect=found.interaction, metric="test_acc interaction",
-    treatment=f"{f.both} - {f.first} - {f.second} + none", control="0", margin=0.01, against="",
-    claim=f"The gains of {f.first} and {f.second} add up (the pair loses under 1 point of their sum)"),
-    "* " + stage.claim(f"{source}_beats_plain", section="Conclusion", treatment=found.results[source],
-                       control=found.control, control_name=control,
-                       claim="Combining the techniques improves on plain ResNet50 with little data")]
-for name in found.compression.index.drop(source):
-    margin = 0.005 if name == f"{source}_int8" else 0.01  # int8 alone: the quantisation stage's margin
-    lines.append("* " + stage.claim(f"{name}_keeps_accuracy", section="Conclusion", treatment=found.results[name],
-                                    control=found.results[source], control_name=source, margin=margin,
-                                    claim=f"The combined model compressed ({name}) keeps its accuracy within "
-                                          f"{margin * 100:g} point"))
-    lines.append("* " + stage.claim_estimate(
-        f"{name}_speeds_up_cpu", section="Conclusion", effect=found.speedups[name]["cpu_b1"].shifted(-1),
-        metric="speedup_cpu_b1 - 1", treatment=name, control=source, unit="timing rounds", against="",
-        claim=f"Compression ({name}) makes the combined model faster on CPU (batch 1)"))
-lines += ["", stage.budget_note()]
-display(Markdown("\n".join(lines)))
+if found.interaction is not None:
+    stage.estimate(f"{f.first}_x_{f.second}_add_up", found.interaction,
+                   metric=f"test_acc interaction ({f.both} - {f.first} - {f.second} + none)", unit="paired seeds")
+for name in found.compression.index.drop(stage.config.compress.source):
+    stage.estimate(f"{name}_speeds_up_cpu", found.speedups[name]["cpu_b1"].shifted(-1), metric="speedup_cpu_b1 - 1")
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

@@ -36,7 +36,6 @@ written = {name: budget.model_dump() for name, budget in load_params(paths.param
 sources = report.result_sources(paths.reports, stages)
 measured = review_claims.measure_sources(review_claims.load_catalogue(paths.root / "claims.yaml"), sources, written)
 claims = review_claims.strongest(measured)
-stage_claims = report.collect_claims(stages)
 table1 = report.collect_table1(stages)
 print(f"{len(collected)} variants from {collected['stage'].nunique() if len(collected) else 0} stages in {stages}")
 
@@ -44,7 +43,7 @@ print(f"{len(collected)} variants from {collected['stage'].nunique() if len(coll
 # ## Master table
 
 # %%
-written = report.write_tables(collected, out, claims, stage_claims, table1)
+written = report.write_tables(collected, out, claims, table1)
 table = report.master_table(collected)
 display(Markdown(written["md"].read_text()))
 
@@ -75,13 +74,6 @@ if len(claims):
     fig.savefig(forest, dpi=110, bbox_inches="tight")
 else:
     forest = None
-
-# %% [markdown]
-# ### Every comparison the notebooks tested
-# Beyond the catalogue: the sweeps and ablations each notebook reports, with their verdicts.
-
-# %%
-display(Markdown(written["stage_claims_md"].read_text()))
 
 # %% [markdown]
 # ## The review's Table 1, measured

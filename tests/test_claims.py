@@ -99,6 +99,24 @@ def test_the_committed_catalogue_names_stages_of_the_pipeline(paths):
     assert len(catalogue) >= 40 and len({c.section for c in catalogue}) >= 10
 
 
+def test_every_claim_is_measured_by_its_stage_after_its_control_ran(paths):
+    """A stage's notebook measures its claims (treatment or estimate its own) on the results at
+    hand: a control of another stage must be a DVC dependency of it, directly or through others,
+    or the notebook could read a stale control."""
+    deps = {}
+    for name, spec in yaml.safe_load((paths.root / "dvc.yaml").read_text())["stages"].items():
+        for key in spec.get("foreach") or [name]:  # a foreach block's stages are its keys
+            body = spec.get("do", spec)
+            deps[key] = {d.split("/")[2] for d in body.get("deps", []) if d.startswith("reports/stages/")}
+
+    def upstream(name: str) -> set[str]:
+        return {name}.union(*(upstream(dep) for dep in deps.get(name, ())))
+
+    unordered = [(c.id, c.control) for c in load_catalogue(paths.root / "claims.yaml")
+                 if c.control and c.control.split("/")[0] not in upstream(c.stage)]
+    assert unordered == []
+
+
 def test_tiers_bh_and_the_strongest_evidence_per_claim(tmp_path, paths):
     from resnet_review.claims import TIERS, evidence_tier, measure_sources, strongest
 
@@ -139,7 +157,7 @@ def test_tiers_bh_and_the_strongest_evidence_per_claim(tmp_path, paths):
 
 
 def test_a_control_on_another_footing_is_refused_unless_the_claim_tests_that(tmp_path):
-    from resnet_review.claims import UNEQUAL, _Results, footing
+    from resnet_review.claims import UNEQUAL, Results, footing
 
     budget = {"train_size": 2000, "img_size": 24, "epochs": 2}
     write_stage(tmp_path, "baseline", resnet50=([0.70, 0.72, 0.71], [0, 0, 0]))
@@ -152,7 +170,7 @@ def test_a_control_on_another_footing_is_refused_unless_the_claim_tests_that(tmp
         for variant, info in extra.items():
             data[variant] |= info
         (tmp_path / stage / "metrics.json").write_text(json.dumps({**data, "budget": budget}))
-    assert footing(_Results(tmp_path), "tech/tuned") == {"train_images": 2000, "img_size": 24, "epochs": 2,
+    assert footing(Results(tmp_path), "tech/tuned") == {"train_images": 2000, "img_size": 24, "epochs": 2,
                                                           "extra_epochs": 1, "teacher": None}
     base = {"metric": "test_acc", "control": "baseline/resnet50"}
     table = measure([spec(id="mismatched", treatment="tech/small", expect="decrease", **base),

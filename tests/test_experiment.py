@@ -8,7 +8,7 @@ import yaml
 
 from resnet_review.config import ParamsError, validate_params
 from resnet_review.experiment import SeedSeries, Stage
-from resnet_review.stats import VERDICTS
+from resnet_review.stats import VERDICTS, Estimate
 
 TINY_BUDGET = {"train_size": 120, "val_size": 40, "test_size": 80, "img_size": 28, "epochs": 1, "batch_size": 40,
                "seeds": [0, 1], "bootstrap_resamples": 0, "latency_repeats": 1, "measure_memory": False,
@@ -76,16 +76,33 @@ def test_metrics_json_holds_per_seed_values_and_the_budget(trained):
         sum(r.corruption["occlusion@2"] for r in results["full"].runs) / 2)
 
 
-def test_a_claim_is_the_paired_difference_and_is_logged(trained):
+def test_a_stage_measures_its_claims_of_the_registry_and_logs_them(trained, tmp_path):
     stage, results = trained
-    text = stage.claim("half_data_hurts", claim="Less data lowers accuracy", section="Table 1",
-                       treatment=results["half_16px"], control=results["full"], control_name="full",
-                       expected_sign=-1)
+    stage.claims_file = tmp_path / "claims.yaml"
+    stage.claims_file.write_text(yaml.safe_dump({"claims": [
+        {"id": "half_data_hurts", "section": "Table 1", "claim": "Less data lowers accuracy", "metric": "test_acc",
+         "expect": "decrease", "treatment": "tiny/half_16px", "control": "tiny/full",
+         "differs": ["train_images", "img_size", "epochs"]},
+        {"id": "half_is_faster", "section": "Table 1", "claim": "Half-size inputs run faster",
+         "stage_claim": "tiny/half_speedup"},
+        {"id": "elsewhere", "section": "II.A", "claim": "Another stage's claim", "metric": "test_acc",
+         "treatment": "se/seresnet50", "control": "baseline/resnet50"}]}))
+    with pytest.raises(KeyError, match="no claim in claims.yaml has 'stage_claim: tiny/typo'"):
+        stage.estimate("typo", Estimate(0.5, 0.2, 0.8, 5), metric="speedup - 1")
+    stage.estimate("half_speedup", Estimate(0.5, 0.2, 0.8, 5), metric="speedup - 1")
+    text = stage.claims_markdown()
     diffs = [h.test.accuracy - f.test.accuracy for h, f in zip(results["half_16px"].runs, results["full"].runs)]
-    logged = json.loads((stage.out_dir / "metrics.json").read_text())["claims"]["half_data_hurts"]
-    assert logged["effect"]["mean"] == pytest.approx(sum(diffs) / 2)
-    assert logged["verdict"] in VERDICTS and logged["verdict"] in text
-    assert logged["treatment"] == "half_16px" and logged["control"] == "full" and logged["profile"] == "smoke"
+    logged = json.loads((stage.out_dir / "metrics.json").read_text())["claims"]
+    assert logged["half_data_hurts"]["effect"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert logged["half_data_hurts"]["verdict"] in VERDICTS and logged["half_data_hurts"]["profile"] == "smoke"
+    assert logged["half_data_hurts"]["comparison"] == "tiny/half_16px vs tiny/full"
+    assert logged["half_speedup"]["effect"]["mean"] == 0.5 and logged["half_speedup"]["unit"] == "timing rounds"
+    lines = text.splitlines()
+    assert lines[0].startswith("* **Less data lowers accuracy** (Table 1) — tiny/half_16px vs tiny/full, test acc: ")
+    assert lines[0].endswith(f"→ **{logged['half_data_hurts']['verdict']}**.")
+    assert lines[1] == ("* **Half-size inputs run faster** (Table 1) — tiny/half_speedup (the stage's estimate), speedup - 1: "
+                        "**+0.5000** (95% CI +0.2000 to +0.8000, over timing rounds) → **supported**.")
+    assert "Another stage's claim" not in text and lines[-1] == stage.budget_note()
 
 
 def test_effects_against_zero_and_interactions_on_known_values(paths, tmp_path):

@@ -16,9 +16,9 @@ LAYERS = {
     "core": ["resnet_review", "storage", "stats", "data", "models", "models.registry", "models.fpn", "models.hff",
              "models.mmff", "config", "distributed"],
     "engine": ["engine", "evaluate", "robustness", "profiling"],
-    "runtime": ["results", "experiment", "pipeline", "prepare", "train_model"],
+    "runtime": ["results", "claims", "trained", "experiment", "pipeline", "prepare", "train_model"],
     "techniques": ["training", "transfer", "tuning", "compress", "limitations", "synergy"],
-    "report": ["claims", "plots", "report", "campaign"],
+    "report": ["plots", "report", "campaign"],
 }
 RANK = {(m if m == "resnet_review" else f"resnet_review.{m}"): i
         for i, modules in enumerate(LAYERS.values()) for m in modules}

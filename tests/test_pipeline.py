@@ -13,6 +13,7 @@ import yaml
 from conftest import copy_project, project_env, sh
 
 from resnet_review.results import HEADLINE
+from resnet_review.stats import VERDICTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # the first test waits for the smoke `dvc repro` of every stage
@@ -27,9 +28,11 @@ def readme_block(marker: str) -> str:
 
 
 def add_readme_recipe(dest: Path) -> None:
-    """The README's recipe for a new technique: its params, its dvc.yaml line, its notebook."""
+    """The README's recipe for a new technique: its params, its claims, its dvc.yaml line, its notebook."""
     with (dest / "params.yaml").open("a") as params:
         params.write("\n" + readme_block("params"))
+    with (dest / "claims.yaml").open("a") as claims:
+        claims.write(readme_block("claims"))
     dvc = (dest / "dvc.yaml").read_text()
     anchor = "  technique:\n    foreach:\n"
     assert dvc.count(anchor) == 1
@@ -90,9 +93,12 @@ def test_the_repro_executes_every_notebook_once(project):
 def test_readme_recipe_adds_a_technique_the_report_picks_up(project):
     dest, _ = project
     metrics = json.loads((dest / "reports/stages/my_technique/metrics.json").read_text())
-    assert set(metrics["claims"]) == {"silu_improves_accuracy", "silu_lr_0.05_improves_accuracy"}
-    assert all(c["verdict"] in ("supported", "not supported", "inconclusive at this budget")
-               for c in metrics["claims"].values())
+    assert set(metrics["claims"]) == {"my_silu_improves_accuracy"}  # the recipe's claims.yaml entry
+    assert metrics["claims"]["my_silu_improves_accuracy"]["verdict"] in VERDICTS
+    assert metrics["claims"]["my_silu_improves_accuracy"]["comparison"] == "my_technique/silu vs baseline/resnet50"
+    rendered = (dest / "reports/stages/my_technique/notebook.ipynb").read_text()
+    assert "SiLU improves accuracy (recipe example)" in rendered
+    assert "SiLU improves accuracy (recipe example)" in (dest / "reports/report/claims.md").read_text()
     assert metrics["silu_lr_0.05"]["test_acc"]["mean"] >= 0 and metrics["profile"] == "smoke"
     table = (dest / "reports/report/master_table.md").read_text()
     assert "my_technique" in table and "baseline" in table
@@ -158,6 +164,22 @@ def test_dvc_sees_metrics_and_plots_and_a_second_repro_is_a_no_op(project):
     sh("dvc plots show -o plots_html", dest)
     assert (dest / "plots_html/index.html").is_file()
     assert "Data and pipelines are up to date" in sh("dvc repro", dest)
+
+
+def test_a_plotting_change_re_renders_the_notebooks_and_retrains_no_model(project):
+    """DVC re-runs a stage whose package changed; its runs load the weights they trained before
+    (resnet_review.trained), so the same numbers come back without a training step."""
+    dest, _ = project
+    before = {s: json.loads((dest / f"reports/stages/{s}/metrics.json").read_text()) for s in ("baseline", "se")}
+    with (dest / "src/resnet_review/plots.py").open("a") as plots:
+        plots.write("\n# a change to the plots only\n")
+    log = sh("dvc repro technique@se", dest)
+    assert "Running stage 'baseline'" in log and "Running stage 'technique@se'" in log
+    assert log.count("loaded, not retrained") == 4  # 2 seeds x 2 stages; the training times below are the old ones
+    for stage, old in before.items():
+        new = json.loads((dest / f"reports/stages/{stage}/metrics.json").read_text())
+        variant = "resnet50" if stage == "baseline" else "seresnet50"
+        assert new[variant]["per_seed"] == old[variant]["per_seed"], stage
 
 
 @pytest.mark.probe

@@ -2,6 +2,8 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from resnet_review import report
 
 
@@ -99,30 +101,22 @@ def test_relative_costs_are_multiples_of_the_reference():
         report.relative_costs(table, "missing")
 
 
-def test_claims_table_gathers_what_the_stages_logged(tmp_path):
+def test_claims_table_formats_each_effect_with_its_interval(tmp_path):
     stages = tmp_path / "stages"
     write_stage(stages, "baseline", 0.80)
-    write_stage(stages, "se", 0.82)
-    metrics = stages / "se" / "metrics.json"
-    data = json.loads(metrics.read_text())
-    data["claims"] = {
-        "se_helps": {"claim": "SE improves accuracy", "section": "II.A", "metric": "test_acc",
-                     "treatment": "seresnet50", "control": "baseline", "profile": "smoke",
-                     "effect": {"mean": 0.02, "ci_low": 0.01, "ci_high": 0.03, "n": 3}, "verdict": "supported"},
-        "se_one_seed": {"claim": "x", "section": "II.A", "metric": "test_acc", "treatment": "a", "control": "b",
-                        "effect": {"mean": 0.01, "ci_low": None, "ci_high": None, "n": 1},
-                        "verdict": "inconclusive at this budget"}}
-    metrics.write_text(json.dumps(data))
-    claims = report.collect_claims(stages)
-    assert list(claims["key"]) == ["se_helps", "se_one_seed"] and set(claims["stage"]) == {"se"}
-    assert claims.loc[0, "profile"] == "smoke" and claims.loc[1, "profile"] == "smoke"  # falls back to the stage's
+    claims = pd.DataFrame([
+        {"id": "se_helps", "section": "II.A", "claim": "SE improves accuracy", "metric": "test_acc",
+         "comparison": "se/seresnet50 vs baseline/resnet50", "effect": 0.02, "ci_low": 0.01, "ci_high": 0.03,
+         "seeds": 3, "verdict": "supported", "profile": "smoke"},
+        {"id": "se_one_seed", "section": "II.A", "claim": "x", "metric": "test_acc", "comparison": "a vs b",
+         "effect": 0.01, "ci_low": float("nan"), "ci_high": float("nan"), "seeds": 1,
+         "verdict": "inconclusive at this budget", "profile": "smoke"}])
     table = report.claims_table(claims)
     assert table.loc[0, "effect [95% CI]"] == "+0.0200 [+0.0100, +0.0300]"
     assert table.loc[1, "effect [95% CI]"] == "+0.0100"
-    paths = report.write_tables(report.collect(stages), tmp_path / "report", claims, stage_claims=claims)
+    paths = report.write_tables(report.collect(stages), tmp_path / "report", claims)
     assert "SE improves accuracy" in paths["claims_md"].read_text()
-    assert "SE improves accuracy" in paths["stage_claims_md"].read_text()
-    assert report.claims_table(report.collect_claims(tmp_path / "none")).empty
+    assert not any("stage_claims" in name for name in paths)  # one claims table: claims.yaml's
 
 
 def test_rows_of_another_task_are_labelled_with_their_classes(tmp_path):

@@ -257,8 +257,13 @@ def test_two_workers_share_one_postgres_study_and_a_killed_ones_trial_is_retried
         while not (tmp_path / "lost_trial").is_file() and time.time() < deadline:
             time.sleep(0.1)
         lost_trial = int((tmp_path / "lost_trial").read_text())
+        # the surviving machine pauses until the lost trial's heartbeat is stale: otherwise it can finish
+        # the study's last trials first, and nothing ever looks at the lost one again
+        os.kill(kept.pid, signal.SIGSTOP)
         os.kill(lost.pid, signal.SIGKILL)  # mid-trial: its trial stays RUNNING until its heartbeat is stale
         assert lost.wait(30) == -signal.SIGKILL
+        time.sleep(raw["hparam_tuning"]["heartbeat"]["grace_period_s"] + 2)
+        os.kill(kept.pid, signal.SIGCONT)
         assert kept.wait(300) == 0, (tmp_path / "kept" / "worker.log").read_text()[-3000:]
     finally:
         for worker in workers:

@@ -138,11 +138,22 @@ def test_a_storage_url_is_used_instead_of_the_default_file(raw, paths, tmp_path)
     assert len(optuna.load_study(study_name="shared_study", storage=url).trials) == 1
 
 
-def test_a_study_of_another_setup_is_not_resumed(raw, paths, tmp_path):
-    tuning.open_study(open_stage(raw, paths, tmp_path))
+def test_a_study_of_another_setup_is_not_resumed(raw, paths, tmp_path, monkeypatch):
+    # the stage's own study (models/<stage>/study.db) is one of its outputs: replaced
+    first = tuning.open_study(open_stage(raw, paths, tmp_path))
+    assert first.user_attrs["setup"]["training_code"] == tuning.training_code_digest()
+    first.enqueue_trial({"optimizer": "sgd"})
     other = open_stage(raw, paths, tmp_path, search={**TINY_SEARCH, "batch_size": [4, 8]})
+    fresh = tuning.open_study(other)
+    assert fresh.user_attrs["setup"] == {**tuning.study_setup(other), "training_code": tuning.training_code_digest()}
+    assert len(fresh.trials) == 1  # the default recipe, enqueued anew; the old study's trials gone
+    monkeypatch.setattr(tuning, "training_code_digest", lambda: "other code")  # its trials trained otherwise
+    assert tuning.open_study(other).user_attrs["setup"]["training_code"] == "other code"
+    # a study at a storage of the user's, shared by machines, is never dropped
+    shared = {"storage": f"sqlite:///{tmp_path / 'shared.db'}"}
+    tuning.open_study(open_stage(raw, paths, tmp_path, **shared))
     with pytest.raises(ParamsError, match="another search; set hparam_tuning.study_name"):
-        tuning.open_study(other)
+        tuning.open_study(open_stage(raw, paths, tmp_path, search={**TINY_SEARCH, "batch_size": [4, 8]}, **shared))
 
 
 class Untouchable:
@@ -180,10 +191,11 @@ def test_the_tuned_recipe_is_retrained_over_seeds_and_compared_with_the_baseline
     assert [r.seed for r in outcome.tuned.runs] == [0, 1]
     assert all(len(r.fit.history) == 2 for r in outcome.tuned.runs)
     assert outcome.tuned.runs[0].fit.history[0]["images"] == 32  # the tuned batch size, not the profile's
-    text = stage.claim("tuning", claim="tuning improves", section="Abstract", treatment=outcome.tuned,
-                       control=outcome.control)
-    assert "paired seeds" in text
+    text = stage.claims_markdown()  # claims.yaml's tuning claim: the tuned recipe against the baseline's seeds
+    assert text.startswith("* **Hyper-parameter tuning improves ResNet50's accuracy** (Abstract) — "
+                           "hparam_tuning/tuned vs baseline/resnet50")
     metrics = json.loads((stage.out_dir / "metrics.json").read_text())
+    assert metrics["claims"]["tuning_improves_accuracy"]["effect"]["n"] == 2
     assert metrics["study"]["complete"] + metrics["study"]["pruned"] == 2
     assert metrics["study"]["best_val_acc"] == best.value
     assert metrics["tuned"]["batch_size"] == outcome.batch_size and "per_seed" in metrics["tuned"]

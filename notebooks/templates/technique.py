@@ -25,7 +25,6 @@ from resnet_review import plots, report
 from resnet_review.experiment import Stage
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
-baseline = stage.reference("baseline", "resnet50")
 display(Markdown(stage.describe()))
 
 # %% [markdown]
@@ -48,11 +47,12 @@ report.relative_costs(table, "baseline/resnet50")
 
 # %% [markdown]
 # ## The review's claim, measured
+# Every claim of `claims.yaml` whose treatment is a variant of this stage: its id, the review's
+# words, the comparison (`treatment`, `control`, `metric`, `expect`), measured by the function the
+# report uses. Add the claims this technique tests there; none is typed here.
 
 # %%
-claims = [stage.claim(f"{name}_improves_accuracy", claim=f"<the review's claim> ({name})", section="<section>",
-                      treatment=result, control=baseline) for name, result in results.items()]
-display(Markdown("\n".join(["* " + c for c in claims] + ["", stage.budget_note()])))
+display(Markdown(stage.claims_markdown()))
 
 # %%
 metrics = stage.finish()

@@ -1,4 +1,6 @@
-"""The review's claims as data: ``claims.yaml`` lists each one, the report measures each one.
+"""The review's claims as data: ``claims.yaml`` lists each one once, and :func:`evaluate` is the
+one function that measures it — in the notebook of the stage that tests it
+(:meth:`~resnet_review.experiment.Stage.claims_markdown`) and in the report alike.
 
 Every entry names the review's section, its words condensed, and the comparison that tests it:
 
@@ -7,8 +9,12 @@ Every entry names the review's section, its words condensed, and the comparison 
   ``treatment - control``, its 95% Student-t CI and the verdict itself — ``expect: increase`` or
   ``decrease``, or ``no_loss`` within ``margin`` (e.g. "pruning keeps accuracy within 1 point");
 * or ``stage_claim: stage/key`` for an effect that is not a difference of per-seed values (a
-  speed-up measured over timing rounds, an interaction of two effects): the stage's own estimate
-  (``claims`` in its metrics.json, see :meth:`~resnet_review.experiment.Stage.claim`).
+  speed-up measured over timing rounds, an interaction of two effects): the estimate the stage
+  recorded under ``key`` (``claims`` in its metrics.json, see
+  :meth:`~resnet_review.experiment.Stage.estimate`), judged here against ``expect``/``margin``.
+
+A claim belongs to the stage of its treatment (or of its ``stage_claim``): that stage's notebook
+shows it, measured on the results written so far.
 
 A claim whose stage or variant has not run under the profile at hand (e.g. a gpu-only variant in
 a cpu run) is listed as *not measured*, with the reason, never dropped: the table shows what the
@@ -136,6 +142,15 @@ class ClaimSpec(BaseModel):
         return -1 if self.expect == "decrease" else +1
 
     @property
+    def stage(self) -> str:
+        """The stage whose notebook tests the claim: its treatment's, or its estimate's."""
+        return (self.stage_claim or self.treatment).split("/")[0]
+
+    @property
+    def margin_of_no_loss(self) -> float:
+        return self.margin if self.expect == "no_loss" else 0.0
+
+    @property
     def comparison(self) -> str:
         if self.stage_claim:
             return f"{self.stage_claim} (the stage's estimate)"
@@ -168,7 +183,7 @@ def load_catalogue(path: str | os.PathLike) -> list[ClaimSpec]:
     return specs
 
 
-class _Results:
+class Results:
     """The metrics.json of every stage under ``stages_dir``, read once."""
 
     def __init__(self, stages_dir: str | os.PathLike):
@@ -211,7 +226,7 @@ class _Results:
         return ({s: (math.nan if v is None else v) for s, v in zip(seeds, values)}, data.get("profile"), "")
 
 
-def footing(results: _Results, ref: str, _depth: int = 0) -> dict:
+def footing(results: Results, ref: str, _depth: int = 0) -> dict:
     """What ``stage/variant`` was trained on and for (:data:`FOOTING`): what the variant records,
     else its stage's budget; a variant made from another (``source``: pruned, quantised) inherits
     its source's and adds its own fine-tuning."""
@@ -233,15 +248,16 @@ def footing(results: _Results, ref: str, _depth: int = 0) -> dict:
 
 def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | None, note: str = "",
          null: float = 0.0, budget: dict | None = None, written: dict | None = None,
-         seeds_only: Estimate | None = None, p: float | None = None) -> dict:
+         seeds_only: Estimate | None = None, p: float | None = None, interval: str | None = None) -> dict:
     """A row of the table. ``effect`` is the claim's estimate; where it counts the test images too,
-    ``seeds_only`` is the seeds-only interval beside it and ``p`` its p-value."""
+    ``seeds_only`` is the seeds-only interval beside it and ``p`` its p-value; ``interval`` names
+    what a stage's own estimate is over (e.g. timing rounds)."""
     e, so = (effect.as_dict() if effect else {}), (seeds_only or effect)
     return {"id": spec.id, "section": spec.section, "claim": spec.claim,
             "metric": spec.metric or "(stage estimate)", "comparison": spec.comparison,
             "effect": e.get("mean", math.nan), "ci_low": e.get("ci_low", math.nan),
             "ci_high": e.get("ci_high", math.nan),
-            "interval": (SEEDS_AND_IMAGES if seeds_only else SEEDS_ONLY) if effect else "",
+            "interval": (interval or (SEEDS_AND_IMAGES if seeds_only else SEEDS_ONLY)) if effect else "",
             "ci_seeds_low": so.ci_low if so else math.nan, "ci_seeds_high": so.ci_high if so else math.nan,
             "seeds": e.get("n", math.nan), "verdict": outcome, "profile": profile or "", "note": note,
             "p_value": (p if p is not None else p_value(effect, null)) if effect else math.nan,
@@ -249,7 +265,7 @@ def _row(spec: ClaimSpec, effect: Estimate | None, outcome: str, profile: str | 
             "literature": f"{spec.literature.effect} ({spec.literature.source})" if spec.literature else ""}
 
 
-def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) -> dict:
+def evaluate(spec: ClaimSpec, results: Results, written: dict | None = None) -> dict:
     """One claim measured: its effect, 95% CI, p-value, verdict and evidence tier, or 'not
     measured' and why. ``written``: each profile's budget as params.yaml writes it."""
     if spec.stage_claim:
@@ -261,9 +277,11 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
         if claim is None:
             return _row(spec, None, NOT_MEASURED, data.get("profile"), f"stage '{stage}' made no claim '{key}'")
         effect = Estimate(**{k: (math.nan if v is None else v) for k, v in claim["effect"].items()})
-        null = -claim.get("margin", 0.0) * claim.get("expected_sign", 1)
-        return _row(spec, effect, claim["verdict"], claim.get("profile", data.get("profile")), null=null,
-                    budget=data.get("budget"), written=written)
+        margin, profile = spec.margin_of_no_loss, claim.get("profile", data.get("profile"))
+        row = _row(spec, effect, verdict(effect, spec.expected_sign, margin), profile,
+                   null=-margin * spec.expected_sign, budget=data.get("budget"), written=written,
+                   interval=claim.get("unit"))
+        return {**row, "metric": claim.get("metric") or row["metric"]}
     treated, profile_t, why_t = results.per_seed(spec.treatment, spec.metric)
     control, profile_c, why_c = results.per_seed(spec.control, spec.metric)
     if treated is None or control is None:
@@ -275,7 +293,7 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
         return _row(spec, None, NOT_MEASURED, profile_t, f"seeds differ: {sorted(treated)} vs {sorted(control)}")
     seeds = sorted(treated)
     effect = seeds_only = paired_difference([treated[s] for s in seeds], [control[s] for s in seeds])
-    margin = spec.margin if spec.expect == "no_loss" else 0.0
+    margin = spec.margin_of_no_loss
     null, p = -margin * spec.expected_sign, None
     scored = [results.correctness(ref, seeds) for ref in (spec.treatment, spec.control)] \
         if spec.metric == "test_acc" else [None]
@@ -305,7 +323,7 @@ def evaluate(spec: ClaimSpec, results: _Results, written: dict | None = None) ->
 def measure(catalogue: list[ClaimSpec], stages_dir: str | os.PathLike, written: dict | None = None) -> pd.DataFrame:
     """Every claim of the catalogue measured on the results under ``stages_dir``, in its order,
     with Benjamini–Hochberg q-values and verdicts within each profile's claims (the family)."""
-    results = _Results(stages_dir)
+    results = Results(stages_dir)
     frame = pd.DataFrame([evaluate(spec, results, written) for spec in catalogue], columns=COLUMNS)
     frame["q_value"] = math.nan
     for _, family in frame.groupby("profile"):
@@ -337,3 +355,21 @@ def strongest(measured: pd.DataFrame) -> pd.DataFrame:
                   for r in done.itertuples() if r.Index != best.name]
         rows.append({**best.to_dict(), "other_evidence": "; ".join(others)})
     return pd.DataFrame(rows, columns=[*measured.columns, "other_evidence"])
+
+
+def sentence(row: dict) -> str:
+    """One measured claim (a row of :func:`evaluate`) as the Markdown sentence a notebook shows."""
+    head = f"**{row['claim']}** ({row['section']}) — {row['comparison']}"
+    note = f" ({row['note']})" if row.get("note") else ""
+    if row["verdict"] == NOT_MEASURED:
+        return f"{head}: {NOT_MEASURED}{note}."
+    metric = row["metric"].replace("_", " ")
+    effect = f"**{row['effect']:+.4f}**"
+    if math.isfinite(row["ci_low"]):
+        effect += f" (95% CI {row['ci_low']:+.4f} to {row['ci_high']:+.4f}, over {row['interval']})"
+    return f"{head}, {metric}: {effect} → **{row['verdict']}**{note}."
+
+
+def for_stage(catalogue: list[ClaimSpec], stage: str) -> list[ClaimSpec]:
+    """The claims ``stage``'s notebook tests (:attr:`ClaimSpec.stage`), in the catalogue's order."""
+    return [spec for spec in catalogue if spec.stage == stage]

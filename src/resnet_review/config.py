@@ -737,6 +737,7 @@ class Paths:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).resolve() if root else project_root()
         self.params = self.root / "params.yaml"
+        self.claims = self.root / "claims.yaml"
         self.raw = self.root / "data" / "raw"
         self.prepared = self.root / "data" / "prepared" / "fashion_mnist.pt"
         self.reports = self.root / "reports"

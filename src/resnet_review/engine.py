@@ -115,9 +115,22 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def model_settings(model: nn.Module) -> dict[str, dict[str, object]]:
+    """The plain settings each module keeps beside its layers, which ``repr`` leaves out (e.g. a
+    timm ResNet's ``drop_rate``, applied in ``forward``)."""
+    out = {}
+    for name, module in model.named_modules():
+        plain = {k: v for k, v in vars(module).items()
+                 if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str))}
+        if plain:
+            out[name] = plain
+    return out
+
+
 def run_fingerprint(model: nn.Module, recipe: Recipe, **settings) -> str:
     """Identifies a training run, so a checkpoint of another configuration is never resumed."""
-    blob = json.dumps({"model": repr(model), "recipe": recipe.model_dump(), **settings}, sort_keys=True, default=str)
+    blob = json.dumps({"model": repr(model), "model_settings": model_settings(model), "recipe": recipe.model_dump(),
+                       **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -131,17 +144,29 @@ def data_digest(data: TensorData) -> str:
     return digest.hexdigest()[:16]
 
 
-def describe_hook(hook: Callable | None, depth: int = 2) -> str | None:
+def state_digest(module: nn.Module) -> str:
+    """What a model's weights are: a hash of every tensor of its state (a ResNet50's in ~0.2 s)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        if isinstance(tensor, torch.Tensor):
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            # a copy: NumPy's view would make the model's own storage non-resizable (observers resize theirs)
+            digest.update(tensor.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe_hook(hook: Callable | None, depth: int = 2, weights: bool = False) -> str | None:
     """A hook as far as it changes training: its name and the settings its closure holds (numbers,
-    strings, nested hooks, a teacher's class), e.g. a distillation loss with its temperature."""
+    strings, nested hooks, a teacher's class), e.g. a distillation loss with its temperature;
+    with ``weights``, a model it holds (a teacher) also by its :func:`state_digest`."""
     if hook is None:
         return None
     if isinstance(hook, (bool, int, float, str)):
         return repr(hook)
     if isinstance(hook, nn.Module):
-        return type(hook).__name__
+        return type(hook).__name__ + (f"@{state_digest(hook)}" if weights else "")
     if isinstance(hook, (list, tuple)):
-        return "[" + ", ".join(str(describe_hook(h, depth)) for h in hook) + "]"
+        return "[" + ", ".join(str(describe_hook(h, depth, weights)) for h in hook) + "]"
     name = getattr(hook, "__qualname__", type(hook).__qualname__)
     cells = getattr(hook, "__closure__", None) or ()
     if depth <= 0 or not cells:
@@ -155,8 +180,19 @@ def describe_hook(hook: Callable | None, depth: int = 2) -> str | None:
         # functions and plain settings; callable objects that keep state (a lazily built
         # RandomErasing) would make the same run look different once it has trained a step
         if inspect.isfunction(value) or isinstance(value, (bool, int, float, str, list, tuple, nn.Module)):
-            inner.append(str(describe_hook(value, depth - 1)))
+            inner.append(str(describe_hook(value, depth - 1, weights)))
     return f"{name}({', '.join(inner)})"
+
+
+def training_fingerprint(run: "Run", recipe: Recipe, epochs: int, batch_size: int, *, weights: bool = False) -> str:
+    """What a run trains, from what, and how (its model, recipe, epochs, batch, seed, data and
+    hooks); with ``weights`` also the model's starting weights and a teacher's (a model built from
+    another stage's trained weights is another run once those are retrained)."""
+    settings = {"init": state_digest(run.model)} if weights else {}
+    return run_fingerprint(run.model, recipe, epochs=epochs, batch_size=min(batch_size, len(run.train)),
+                           seed=run.seed, n_train=len(run.train), train=run.train.name, data=data_digest(run.train),
+                           hooks=[describe_hook(run.loss_fn, weights=weights),
+                                  describe_hook(run.batch_transform, weights=weights)], **settings)
 
 
 @dataclass
@@ -277,10 +313,7 @@ class _Trainer:
         self.generator = torch.Generator(device=device).manual_seed(run.seed)
         self.checkpoint_path = Path(run.checkpoint_path) if run.checkpoint_path else None
         # only a checkpointed run needs it (the data digest reads the images back from the device)
-        self.fingerprint = run_fingerprint(
-            model, recipe, epochs=epochs, batch_size=self.batch_size, seed=run.seed, n_train=len(self.train),
-            train=self.train.name, data=data_digest(self.train),
-            hooks=[describe_hook(run.loss_fn), describe_hook(run.batch_transform)]) if self.checkpoint_path else None
+        self.fingerprint = training_fingerprint(run, recipe, epochs, batch_size) if self.checkpoint_path else None
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self.world = World.from_env()  # None outside torchrun: one process, as always

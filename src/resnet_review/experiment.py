@@ -36,6 +36,9 @@ from dvclive.plots import NumpyEncoder
 from torch import nn
 
 from . import __version__
+from .claims import ClaimSpec, for_stage, load_catalogue, sentence
+from .claims import Results as ClaimResults
+from .claims import evaluate as evaluate_claim
 from .config import (
     PREDICTIONS_FILE,
     Budget,
@@ -56,6 +59,7 @@ from .results import collect, headline, write_headline
 from .robustness import corrupted_sets, corruption_accuracy
 from .stats import Estimate, mean_ci, paired_difference, verdict
 from .storage import atomic_save, atomic_write_text
+from .trained import TrainedRuns
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -218,8 +222,10 @@ class Stage:
 
     def __init__(self, name: str, *, profile: str | None = None, reports_dir: str = "reports/scratch/stages",
                  models_dir: str = "models/scratch", params: Params | None = None,
-                 root: str | os.PathLike | None = None):
+                 root: str | os.PathLike | None = None, claims_file: str | os.PathLike | None = None):
         self.paths = Paths(root)
+        self.claims_file = Path(claims_file) if claims_file else self.paths.claims
+        self._catalogue: tuple[Path, list[ClaimSpec]] | None = None
         self.params = params or load_params(self.paths.params, profile=profile)
         self.name = name
         self.config: StageParams = self.params.stage(name)
@@ -229,6 +235,7 @@ class Stage:
         self.out_dir = self.paths.stage_reports(name, reports_dir)
         self.models_dir = self.paths.stage_models(name, models_dir)
         self.resume_dir = self.paths.resume_dir(name, models_dir)
+        self.trained = TrainedRuns(self.models_dir, self.accel, name)  # what a re-run loads instead of training
         self.figures_dir = self.out_dir / "figures"
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         self._live: Live | None = None
@@ -337,27 +344,39 @@ class Stage:
         corrupted = self.corrupted_test(splits)
         runs, first = [], None
         group = b.concurrent_seeds if epochs else 1
+        finalized, keep = finalize is not None, bool(epochs) and save_weights  # keep: a re-run can load it
         for chunk in [b.seeds[i:i + group] for i in range(0, len(b.seeds), group)]:
-            models, fit_runs = [], []
+            models, fit_runs, keys, done = [], [], {}, {}
             for seed in chunk:
                 seed_everything(seed)
                 models.append(_call_builder(build, seed))
                 extra = seed_hooks(seed) if seed_hooks else {}  # e.g. loading this seed's teacher
                 # the random state each run trains from is the one it would start alone with
-                fit_runs.append(Run(models[-1], splits.train, splits.val, seed=seed,
-                                    checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
-                                    log_epoch=self._epoch_logger(variant, seed),
-                                    desc=f"{self.name}/{variant}/seed{seed}",
-                                    rng=RngState(self.accel.device) if len(chunk) > 1 else None,
-                                    **hooks, **extra))
-            fits = (fit_group(fit_runs, recipe=recipe, epochs=epochs, batch_size=batch_size, accel=self.accel,
-                              eval_batch_size=b.eval_batch_size, val_every_images=b.val_every_images,
-                              checkpoint_every_s=b.checkpoint_every_s, checkpoint_last=self.resumable,
-                              nan_check_every=0 if self.accel.device.type == "cuda" else 20,
-                              deadline=self.deadline)
-                    if epochs else [FitResult([], 0.0, math.nan, 0)])
-            for seed, model, result in zip(chunk, models, fits):
+                run = Run(models[-1], splits.train, splits.val, seed=seed,
+                          checkpoint_path=self.resume_dir / variant / f"seed{seed}.pt",
+                          log_epoch=self._epoch_logger(variant, seed), desc=f"{self.name}/{variant}/seed{seed}",
+                          rng=RngState(self.accel.device) if len(chunk) > 1 else None, **hooks, **extra)
+                if keep:
+                    keys[seed] = self.trained.key(run, recipe, epochs, batch_size)
+                    loaded = self.trained.load(variant, seed, models[-1], keys[seed], finalized=finalized)
+                    if loaded is not None:  # on the device training would have left it on
+                        models[-1].to(self.accel.device)
+                        if self.accel.channels_last:
+                            models[-1].to(memory_format=torch.channels_last)
+                        done[seed] = loaded
+                        continue
+                fit_runs.append(run)
+            fits = iter(fit_group(fit_runs, recipe=recipe, epochs=epochs, batch_size=batch_size, accel=self.accel,
+                                  eval_batch_size=b.eval_batch_size, val_every_images=b.val_every_images,
+                                  checkpoint_every_s=b.checkpoint_every_s, checkpoint_last=self.resumable,
+                                  nan_check_every=0 if self.accel.device.type == "cuda" else 20,
+                                  deadline=self.deadline) if fit_runs and epochs else ())
+            for seed, model in zip(chunk, models):
+                trained_now = seed not in done
+                result = done[seed] if not trained_now else next(fits) if epochs else FitResult([], 0.0, math.nan, 0)
                 trainable = model
+                if keep and trained_now and finalized:
+                    self.trained.keep_trainable(variant, seed, trainable)
                 model = finalize(model) if finalize else model
                 if first is None:
                     first = (trainable, model)
@@ -365,6 +384,8 @@ class Stage:
                 weights = None
                 if save_weights:
                     weights = atomic_save(model.state_dict(), self.models_dir / variant / f"seed{seed}.pt")
+                if keep and trained_now:
+                    self.trained.record(variant, seed, keys[seed], result, finalized=finalized)
                 runs.append(SeedRun(seed, result, test, weights, train_eval, robustness))
                 print(f"[{self.name}/{variant}/seed{seed}] test acc {test.accuracy:.4f} "
                       f"(bootstrap 95% CI {test.accuracy_ci[0]:.4f}-{test.accuracy_ci[1]:.4f})", file=sys.stderr)
@@ -585,33 +606,53 @@ class Stage:
         a_, b_, c_, d_ = values
         return SeedSeries(name, {s: (a_[s] - b_[s]) - (c_[s] - d_[s]) for s in sorted(seeds)})
 
-    def claim(self, key: str, *, claim: str, section: str, treatment: Comparable, control: Comparable | None,
-              metric: str = "test_acc", expected_sign: int = +1, control_name: str = "baseline",
-              margin: float = 0.0) -> str:
-        """Test one claim of the review: the paired effect of ``treatment`` over ``control`` on
-        ``metric``, its 95% CI and the verdict, logged under ``claims`` in metrics.json (the
-        report's claims table reads them) and returned as a Markdown sentence. ``margin``: the
-        claim is one of no loss beyond ``margin`` (e.g. 0.01 for "within 1 point")."""
-        effect, _ = self.effect(treatment, control, metric, expected_sign)
-        against = f" minus `{control_name}`" if control is not None else ""
-        return self.claim_estimate(key, claim=claim, section=section, effect=effect, metric=metric,
-                                   treatment=getattr(treatment, "name", "reference"), control=control_name,
-                                   expected_sign=expected_sign, margin=margin, unit="paired seeds", against=against)
+    # ------------------------------------------------------------------ claims
+    @property
+    def catalogue(self) -> list[ClaimSpec]:
+        """claims.yaml (or the ``claims_file`` given), read and validated once per file."""
+        if self._catalogue is None or self._catalogue[0] != self.claims_file:
+            self._catalogue = (self.claims_file, load_catalogue(self.claims_file))
+        return self._catalogue[1]
 
-    def claim_estimate(self, key: str, *, claim: str, section: str, effect: Estimate, metric: str, treatment: str,
-                       control: str, expected_sign: int = +1, margin: float = 0.0, unit: str = "paired seeds",
-                       against: str | None = None) -> str:
-        """:meth:`claim` for an effect estimated elsewhere (e.g. a speed-up over timing rounds)."""
-        outcome = verdict(effect, expected_sign, margin)
-        self.claims[key] = {"claim": claim, "section": section, "metric": metric, "treatment": treatment,
-                            "control": control, "expected_sign": expected_sign, "margin": margin,
-                            "effect": effect.as_dict(), "verdict": outcome, "profile": self.params.profile}
+    def estimate(self, key: str, effect: Estimate, *, metric: str, unit: str = "timing rounds") -> Estimate:
+        """Record an effect this stage estimated itself — a speed-up over timing rounds, an
+        interaction of two effects — under ``key``, for the claim of claims.yaml whose
+        ``stage_claim`` is ``<stage>/<key>``; :meth:`claims_markdown` gives its verdict. ``metric``
+        and ``unit`` say what the number is and what its interval is over."""
+        ref = f"{self.name}/{key}"
+        if not any(spec.stage_claim == ref for spec in self.catalogue):
+            raise KeyError(f"no claim in {self.claims_file.name} has 'stage_claim: {ref}': add the claim it tests "
+                           "(id, section, claim, expect) before recording its estimate")
+        self.claims[key] = _finite({"effect": effect.as_dict(), "metric": metric, "unit": unit,
+                                    "profile": self.params.profile})
         self.log_metrics(claims=self.claims)
-        against = f" minus `{control}`" if against is None else against
-        within = f", claimed loss under {margin:g}" if margin else ""
-        return (f"**{claim}** ({section}) — {metric.replace('_', ' ')} of `{treatment}`{against}: "
-                f"**{effect.mean:+.4f}** (95% CI {effect.ci_low:+.4f} to {effect.ci_high:+.4f}, "
-                f"{effect.n} {unit}{within}) → **{outcome}** (profile `{self.params.profile}`).")
+        return effect
+
+    def claims_markdown(self) -> str:
+        """Every claim of claims.yaml this stage tests (its treatment, or its estimate, is this
+        stage's), measured now by :func:`resnet_review.claims.evaluate` — the function the report
+        uses — on the results written so far, as a Markdown list ending with the budget note. Each
+        paired claim's outcome is also logged under ``claims`` in metrics.json."""
+        specs = for_stage(self.catalogue, self.name)
+        self.live.make_summary()  # the results so far, where evaluate reads them
+        if self.results:
+            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
+        results = ClaimResults(self.out_dir.parent)
+        written = {name: budget.model_dump() for name, budget in self.params.profiles.items()}
+        lines = []
+        for spec in specs:
+            row = evaluate_claim(spec, results, written)
+            if not spec.stage_claim:
+                self.claims[spec.id] = _finite({
+                    "verdict": row["verdict"], "comparison": row["comparison"], "metric": row["metric"],
+                    "effect": {"mean": row["effect"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
+                               "n": row["seeds"]},
+                    "interval": row["interval"], "note": row["note"], "profile": row["profile"]})
+            lines.append("* " + sentence(row))
+        if not specs:
+            lines.append(f"* No claim in {self.claims_file.name} has its treatment in stage `{self.name}`.")
+        self.log_metrics(claims=self.claims)
+        return "\n".join([*lines, "", self.budget_note()])
 
     def frame(self, *references: tuple[str, str]):
         """This stage's variants (as far as run) plus ``(stage, variant)`` references from sibling

@@ -83,23 +83,6 @@ def pareto_table(frame: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "te
 
 
 
-def collect_claims(stages_dir: str | Path) -> pd.DataFrame:
-    """Every claim the stages tested (``claims`` in their metrics.json, see Stage.claim): the
-    review's words, the comparison, the paired effect with its 95% CI and the verdict."""
-    rows = []
-    for path in sorted(Path(stages_dir).glob("*/metrics.json")):
-        data = json.loads(path.read_text())
-        for key, c in (data.get("claims") or {}).items():
-            effect = c.get("effect") or {}
-            rows.append({"stage": path.parent.name, "key": key, "section": c.get("section"), "claim": c.get("claim"),
-                         "metric": c.get("metric"), "comparison": f"{c.get('treatment')} vs {c.get('control')}",
-                         "effect": effect.get("mean"), "ci_low": effect.get("ci_low"), "ci_high": effect.get("ci_high"),
-                         "seeds": effect.get("n"), "verdict": c.get("verdict"),
-                         "profile": c.get("profile", data.get("profile"))})
-    return pd.DataFrame(rows, columns=["stage", "key", "section", "claim", "metric", "comparison", "effect",
-                                       "ci_low", "ci_high", "seeds", "verdict", "profile"])
-
-
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     """The claims, formatted for reading: effect with its 95% CI in one column (over seeds and test
     images where both sides' predictions are recorded, with the seeds-only CI beside it), and,
@@ -196,12 +179,10 @@ def collect_table1(stages_dir: str | Path) -> pd.DataFrame:
 
 
 def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame | None = None,
-                 stage_claims: pd.DataFrame | None = None, table1: pd.DataFrame | None = None) -> dict[str, Path]:
+                 table1: pd.DataFrame | None = None) -> dict[str, Path]:
     """The master table as CSV (raw numbers) and Markdown (formatted), plus the raw collection;
-    the claims table (``claims.yaml`` measured, see :mod:`resnet_review.claims`) and every
-    comparison the notebooks tested (``stage_claims``, see :func:`collect_claims`) and the
-    review's Table 1 measured (``table1``, see :func:`collect_table1`), each as CSV and Markdown,
-    when given."""
+    the claims table (``claims.yaml`` measured, see :mod:`resnet_review.claims`) and the review's
+    Table 1 measured (``table1``, see :func:`collect_table1`), each as CSV and Markdown, when given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"raw_csv": out_dir / "all_metrics.csv", "csv": out_dir / "master_table.csv",
@@ -218,11 +199,6 @@ def write_tables(frame: pd.DataFrame, out_dir: str | Path, claims: pd.DataFrame 
         paths |= {"table1_csv": out_dir / "table1.csv", "table1_md": out_dir / "table1.md"}
         table1.to_csv(paths["table1_csv"])
         paths["table1_md"].write_text(table1.drop(columns="stage").to_markdown(index=False) + "\n", encoding="utf-8")
-    if stage_claims is not None:
-        paths |= {"stage_claims_csv": out_dir / "stage_claims.csv", "stage_claims_md": out_dir / "stage_claims.md"}
-        stage_claims.to_csv(paths["stage_claims_csv"], index=False)
-        paths["stage_claims_md"].write_text(claims_table(stage_claims).to_markdown(index=False) + "\n",
-                                            encoding="utf-8")
     return paths
 
 

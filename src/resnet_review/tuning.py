@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from .config import ParamsError, Recipe, SearchSpace
 from .engine import NonFiniteLossError, fit, seed_everything
 from .experiment import Stage
+from .trained import training_code_digest
 
 STUDY_FILE = "study.db"
 # the trials that count towards n_trials: a FAILED one (a crash, an interrupt) or one left RUNNING
@@ -220,12 +221,21 @@ def open_study(stage: Stage) -> optuna.Study:
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(**options), False
     setup, stored = study_setup(stage), study.user_attrs.get("setup")
+    if cfg.storage is None:  # the stage's own study: its trials are stale once the training code changes
+        setup["training_code"] = training_code_digest()
+    if stored is not None and stored != setup:
+        changed = sorted(k for k in set(stored) | set(setup) if stored.get(k) != setup.get(k))
+        if cfg.storage is not None:  # a shared study: other machines' trials are not this run's to drop
+            raise ParamsError(f"study '{cfg.study_name}' in {shown_url(url)} was run with another "
+                              f"{', '.join(changed)}; set hparam_tuning.study_name to a new name, or delete that "
+                              "study to start afresh")
+        # the stage's own output (models/<stage> outlives a DVC re-run): replaced, as any output is
+        print(f"[{stage.name}] study '{cfg.study_name}' in {shown_url(url)} was run with another "
+              f"{', '.join(changed)}: starting it afresh", file=sys.stderr)
+        optuna.delete_study(study_name=cfg.study_name, storage=options["storage"])
+        study, created, stored = optuna.create_study(direction="maximize", **options), True, None
     if stored is None:
         study.set_user_attr("setup", setup)
-    elif stored != setup:
-        changed = sorted(k for k in set(stored) | set(setup) if stored.get(k) != setup.get(k))
-        raise ParamsError(f"study '{cfg.study_name}' in {shown_url(url)} was run with another {', '.join(changed)}; "
-                          "set hparam_tuning.study_name to a new name, or delete that study to start afresh")
     if created:
         default = params_of(stage.recipe, stage.budget.batch_size, search_space(stage))
         if default is not None:
