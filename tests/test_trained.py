@@ -38,6 +38,8 @@ def test_a_stage_run_again_loads_its_runs_and_gives_the_same_numbers(paths, firs
     again = open_stage(paths, tmp, section).run_variant("a")
     assert same_numbers(again, result)
     assert [r.fit.train_time_s for r in again.runs] == [r.fit.train_time_s for r in result.runs]  # as measured
+    plots = tmp / "stages/tiny/plots/metrics/a/seed1/val_acc.tsv"  # the training curves, logged again
+    assert plots.is_file() and len(plots.read_text().splitlines()) == 1 + len(result.runs[1].fit.history)
 
 
 @pytest.mark.parametrize("change", [

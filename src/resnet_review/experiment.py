@@ -363,6 +363,8 @@ class Stage:
                         models[-1].to(self.accel.device)
                         if self.accel.channels_last:
                             models[-1].to(memory_format=torch.channels_last)
+                        for past in loaded.history:  # the plots show the run as it trained
+                            run.log_epoch(int(past["epoch"]), past)
                         done[seed] = loaded
                         continue
                 fit_runs.append(run)
