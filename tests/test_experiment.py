@@ -100,8 +100,8 @@ def test_a_stage_measures_its_claims_of_the_registry_and_logs_them(trained, tmp_
     lines = text.splitlines()
     assert lines[0].startswith("* **Less data lowers accuracy** (Table 1) — tiny/half_16px vs tiny/full, test acc: ")
     assert lines[0].endswith(f"→ **{logged['half_data_hurts']['verdict']}**.")
-    assert lines[1] == ("* **Half-size inputs run faster** (Table 1) — tiny/half_speedup (the stage's estimate), speedup - 1: "
-                        "**+0.5000** (95% CI +0.2000 to +0.8000, over timing rounds) → **supported**.")
+    assert lines[1] == ("* **Half-size inputs run faster** (Table 1) — tiny/half_speedup (the stage's estimate), "
+                        "speedup - 1: **+0.5000** (95% CI +0.2000 to +0.8000, over timing rounds) → **supported**.")
     assert "Another stage's claim" not in text and lines[-1] == stage.budget_note()
 
 

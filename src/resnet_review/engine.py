@@ -151,7 +151,8 @@ def state_digest(module: nn.Module) -> str:
         if isinstance(tensor, torch.Tensor):
             digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
             # a copy: NumPy's view would make the model's own storage non-resizable (observers resize theirs)
-            digest.update(tensor.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            copied = tensor.detach().to("cpu", copy=True).contiguous()
+            digest.update(copied.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -636,9 +636,7 @@ class Stage:
         uses — on the results written so far, as a Markdown list ending with the budget note. Each
         paired claim's outcome is also logged under ``claims`` in metrics.json."""
         specs = for_stage(self.catalogue, self.name)
-        self.live.make_summary()  # the results so far, where evaluate reads them
-        if self.results:
-            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
+        self._write_results()  # the results so far, where evaluate reads them
         results = ClaimResults(self.out_dir.parent)
         written = {name: budget.model_dump() for name, budget in self.params.profiles.items()}
         lines = []
@@ -705,15 +703,19 @@ class Stage:
         """Write metrics.json, its headline numbers (``headline/<variant>.json``, what ``dvc metrics
         show`` prints) and ``predictions.json`` for good and drop the resume checkpoints of this
         stage."""
-        if self.results:
-            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
-        self.live.make_summary()
+        self._write_results()
         self.live.end()
         shutil.rmtree(self.resume_dir, ignore_errors=True)
         metrics = json.loads((self.out_dir / "metrics.json").read_text())
         if headline(metrics):  # a stage of models (data_overview has none)
             write_headline(self.out_dir, metrics)
         return metrics
+
+    def _write_results(self) -> None:
+        """metrics.json and predictions.json as the results stand now."""
+        if self.results:
+            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
+        self.live.make_summary()
 
     def predictions(self) -> dict[str, Any]:
         """Every seed's predicted class per test image, per variant, with the images' classes (one
