@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from resnet_review import compress
 from resnet_review.config import Paths
 from resnet_review.models import build_model
 from resnet_review.profiling import compare_latency, count_flops, example_inputs
+from resnet_review.techniques import compression
 
 GOALS = {"pruned_50": 1.7, "pruned_50_round8": 1.7, "int8": 3.0}
 
@@ -51,17 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     dense = build_model(args.model, num_classes=10, in_chans=1).eval()
     example = (torch.zeros(1, 1, 28, 28),)
     pruned = copy.deepcopy(dense)
-    report = compress.prune_structured(pruned, example, 0.5)
+    report = compression.prune_structured(pruned, example, 0.5)
     # the same target with channel counts kept multiples of 8, which vectorised kernels prefer
     aligned = copy.deepcopy(dense)
-    aligned_report = compress.prune_structured(aligned, example, 0.5, round_to=8)
+    aligned_report = compression.prune_structured(aligned, example, 0.5, round_to=8)
     results = []
     for size in args.sizes:
         shapes = [(1, size, size)]
         calibration = [example_inputs(shapes, 32, seed=k) for k in range(4)]
         models = {"dense": dense, "pruned_50": pruned, "pruned_50_round8": aligned,
-                  "int8": compress.quantize_int8(dense, example_inputs(shapes, 1), calibration),
-                  "pruned_50_int8": compress.quantize_int8(pruned, example_inputs(shapes, 1), calibration)}
+                  "int8": compression.quantize_int8(dense, example_inputs(shapes, 1), calibration),
+                  "pruned_50_int8": compression.quantize_int8(pruned, example_inputs(shapes, 1), calibration)}
         times = compare_latency(models, shapes, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
                                 rounds=args.rounds)
         macs = count_flops(dense, example_inputs(shapes, 1)) // 2

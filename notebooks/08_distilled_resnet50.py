@@ -10,8 +10,8 @@
 # **What we run.** Each seed's student learns from the same seed's teacher (the `teacher` stage,
 # notebook 08a) with the loss
 # $\alpha\,T^2\,\mathrm{KL}(p^T_\text{teacher}\,\|\,p^T_\text{student}) + (1-\alpha)\,\mathrm{CE}$
-# (`training.distill_loss`, the engine's `loss_fn` hook), on the baseline's images, epochs and
-# seeds. Controls are the same students trained alone under this budget: ResNet50 from the
+# (`techniques.distillation.distill_loss`, the engine's `loss_fn` hook), on the baseline's images,
+# epochs and seeds. Controls are the same students trained alone under this budget: ResNet50 from the
 # `baseline` stage, ResNet18 from `wide_deep` — paired by seed, not retrained. A small sweep of
 # temperature $T$ and $\alpha$ runs on the cheap student.
 
@@ -24,11 +24,12 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import plots, training
+from resnet_review import plots
 from resnet_review.experiment import Stage
+from resnet_review.techniques import distillation
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
-teacher_stage, teacher_variant, _ = training.teacher_of(stage)
+teacher_stage, teacher_variant, _ = distillation.teacher_of(stage)
 display(Markdown(stage.describe() + f"\n\nTeacher: `{teacher_stage}/{teacher_variant}`, "
                  f"T = {stage.config.temperature}, alpha = {stage.config.alpha} unless a variant says otherwise."))
 
@@ -36,7 +37,7 @@ display(Markdown(stage.describe() + f"\n\nTeacher: `{teacher_stage}/{teacher_var
 # ## Train the students over seeds
 
 # %%
-results = training.run_distillation(stage)
+results = distillation.run_distillation(stage)
 stage.table()
 
 # %% [markdown]

@@ -6,8 +6,8 @@
 # "when the amount of data is small".
 #
 # **What we run.** Three families, as the engine's `batch_transform` hook on the training device
-# (`training.augmentation`): RandAugment (torchvision `transforms.v2`, on uint8 pixels, one random
-# policy per batch), Mixup/CutMix (timm: one of the two per batch, soft targets that sum to 1) and
+# (`techniques.augmentation.augmentation`): RandAugment (torchvision `transforms.v2`, on uint8
+# pixels, one random policy per batch), Mixup/CutMix (timm: one of the two per batch, soft targets that sum to 1) and
 # RandomErasing (timm, per image) — each alone and all combined. At **low data** (20% of the
 # training images, 3x the epochs, so that the control overfits) each is paired by seed with the
 # un-augmented `low_data_none`; at full data (gpu profile) with the baseline. Overfitting is the
@@ -23,8 +23,9 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import plots, training
+from resnet_review import plots
 from resnet_review.experiment import Stage
+from resnet_review.techniques import augmentation
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 display(Markdown(stage.describe()))
@@ -36,7 +37,7 @@ display(Markdown(stage.describe()))
 # and the slowdown of an epoch that applies the transform to every batch.
 
 # %%
-speed = training.augmentation_throughput(stage, {"randaugment": ["randaugment"], "mixup_cutmix": ["mixup", "cutmix"],
+speed = augmentation.augmentation_throughput(stage, {"randaugment": ["randaugment"], "mixup_cutmix": ["mixup", "cutmix"],
                                                  "random_erasing": ["random_erasing"],
                                                  "all": ["randaugment", "mixup", "cutmix", "random_erasing"]})
 stage.log_metrics(throughput=speed.round(4).to_dict(orient="index"))
@@ -46,7 +47,7 @@ speed.round(3)
 # ## Train over seeds
 
 # %%
-results = training.run_augmentation(stage)
+results = augmentation.run_augmentation(stage)
 stage.table()
 
 # %% [markdown]

@@ -29,8 +29,9 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import plots, transfer
+from resnet_review import plots
 from resnet_review.experiment import Stage
+from resnet_review.techniques import transfer
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 cfg = stage.config

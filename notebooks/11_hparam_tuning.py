@@ -27,8 +27,8 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import tuning
 from resnet_review.experiment import Stage
+from resnet_review.techniques import tuning
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 cfg = stage.config

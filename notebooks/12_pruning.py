@@ -29,8 +29,9 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import compress, plots
+from resnet_review import plots
 from resnet_review.experiment import Stage
+from resnet_review.techniques import compression
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 display(Markdown(stage.describe()))
@@ -43,7 +44,7 @@ display(Markdown("\n".join(f"* `{name}`: {t.method}, {t.amount:.0%}"
 # ## Prune and fine-tune over seeds
 
 # %%
-results = compress.run_pruning(stage)
+results = compression.run_pruning(stage)
 stage.table()
 
 # %% [markdown]

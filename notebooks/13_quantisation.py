@@ -28,9 +28,10 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import compress, plots
+from resnet_review import plots
 from resnet_review.evaluate import predict
 from resnet_review.experiment import Stage
+from resnet_review.techniques import compression
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 display(Markdown(stage.describe()))
@@ -39,7 +40,7 @@ display(Markdown(stage.describe()))
 # ## Quantise (and fine-tune) over seeds
 
 # %%
-results = compress.run_quantisation(stage)
+results = compression.run_quantisation(stage)
 stage.table()
 
 # %% [markdown]

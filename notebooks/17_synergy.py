@@ -33,8 +33,9 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
-from resnet_review import plots, synergy
+from resnet_review import plots
 from resnet_review.experiment import Stage
+from resnet_review.techniques import synergy
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
 control = f"{stage.config.control.stage}/{stage.config.control.variant}"

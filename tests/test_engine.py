@@ -160,7 +160,7 @@ def test_models_trained_side_by_side_get_the_numbers_they_get_alone(tiny_splits)
     """fit_group swaps each run's random state in around its steps: shuffling, dropout and an
     augmentation that draws from torch's and NumPy's global generators match the runs alone."""
     from resnet_review.engine import RngState, Run, fit_group
-    from resnet_review.training import augmentation
+    from resnet_review.techniques.augmentation import augmentation
 
     def transform():
         return augmentation(["mixup", "random_erasing"], num_classes=10, mean=0.0, std=1.0)
@@ -254,7 +254,7 @@ def test_a_truncated_resume_checkpoint_is_named_discarded_and_training_starts_af
 @pytest.mark.probe
 def test_a_checkpoint_of_other_images_or_hooks_is_not_resumed(tiny_splits, paths, tmp_path):
     from resnet_review.data import load_splits
-    from resnet_review.training import distillation
+    from resnet_review.techniques.distillation import distillation
 
     def train_split(**changes):
         return load_splits(paths.prepared, **{"train_size": 256, "val_size": 128, "test_size": 256,

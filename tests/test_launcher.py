@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +16,17 @@ pytestmark = [pytest.mark.probe,
 
 # `; true` keeps the shell as the parent (bash and dash exec a lone command, dash does not when
 # dvc's command is one; a second command stops both)
-UNDER_SH = "sh -c '{python} -c \"{code}\"; true'"
+UNDER_SH = "sh -c '{python} -c \"{code}\" \"{module}\"; true'"
+# The probes run process.py alone (it imports only the standard library), given as their argument:
+# importing it through the package would first import every technique, seconds per probe.
+PROCESS = Path(__file__).resolve().parents[1] / "src" / "resnet_review" / "process.py"
+LOAD = "import runpy, sys, types; p = types.SimpleNamespace(**runpy.run_path(sys.argv[1])); "
 
 
 def test_the_launcher_is_found_through_the_shell():
-    code = "from resnet_review import launcher_pid; print(launcher_pid())"
-    out = subprocess.run(UNDER_SH.format(python=sys.executable, code=code), shell=True, executable="/bin/bash",
-                         capture_output=True, text=True, check=True).stdout
+    code = LOAD + "print(p.launcher_pid())"
+    out = subprocess.run(UNDER_SH.format(python=sys.executable, code=code, module=PROCESS), shell=True,
+                         executable="/bin/bash", capture_output=True, text=True, check=True).stdout
     # bash -c runs `sh -c ...` by exec, so the shell left between us and the run is sh
     assert int(out) == os.getpid()
 
@@ -35,12 +40,11 @@ def alive(pid: int) -> bool:
 
 
 def test_a_run_dies_with_its_launcher_though_the_shell_between_them_lives_on():
-    run = ("import os, time; from resnet_review import die_with_launcher; die_with_launcher(); "
-           "print(os.getpid(), flush=True); time.sleep(120)")
+    run = LOAD + "import os, time; p.die_with_launcher(); print(os.getpid(), flush=True); time.sleep(120)"
     launcher = ("import subprocess, sys; subprocess.Popen(sys.argv[1], shell=True, executable='/bin/sh'); "
                 "import time; time.sleep(120)")
-    proc = subprocess.Popen([sys.executable, "-c", launcher, UNDER_SH.format(python=sys.executable, code=run)],
-                            stdout=subprocess.PIPE, text=True)
+    under_sh = UNDER_SH.format(python=sys.executable, code=run, module=PROCESS)
+    proc = subprocess.Popen([sys.executable, "-c", launcher, under_sh], stdout=subprocess.PIPE, text=True)
     pid = int(proc.stdout.readline())
     shell = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
     assert open(f"/proc/{shell}/comm").read().strip() in {"sh", "dash"}

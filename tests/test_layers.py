@@ -1,5 +1,8 @@
 """The package's imports run downward only: core -> engine -> runtime -> techniques -> report.
 
+The package's ``__init__`` sits above them all: it imports :mod:`resnet_review.techniques` (so that
+importing any module registers every technique's params schema), and no module imports it.
+
 Every import inside ``resnet_review`` counts, those deferred into a function or kept for type
 checking too: a module may import its own layer or a lower one, and no set of modules imports
 itself round. A new module must be given its layer here (and a line in docs/layout.md).
@@ -12,13 +15,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "resnet_review"
 
+TECHNIQUES = ["augmentation", "compression", "distillation", "limitations", "synergy", "transfer", "tuning"]
 LAYERS = {
-    "core": ["resnet_review", "storage", "stats", "data", "models", "models.registry", "models.fpn", "models.hff",
-             "models.mmff", "config", "distributed"],
+    "core": ["_version", "process", "storage", "stats", "data", "models", "models.registry", "models.fpn",
+             "models.hff", "models.mmff", "config", "distributed"],
     "engine": ["engine", "evaluate", "robustness", "profiling"],
     "runtime": ["results", "claims", "trained", "experiment", "pipeline", "prepare", "train_model"],
-    "techniques": ["training", "transfer", "tuning", "compress", "limitations", "synergy"],
+    "techniques": ["techniques", *(f"techniques.{m}" for m in TECHNIQUES)],
     "report": ["plots", "report", "campaign"],
+    # the package itself imports the techniques, so that importing any module registers their schemas
+    "package": ["resnet_review"],
 }
 RANK = {(m if m == "resnet_review" else f"resnet_review.{m}"): i
         for i, modules in enumerate(LAYERS.values()) for m in modules}

@@ -10,7 +10,7 @@ import torch
 from test_experiment import open_stage
 
 from resnet_review.config import MIN_TRAIN_IMAGES, ParamsError, validate_params
-from resnet_review.limitations import TABLE1, batch_sweep, depth_of, table1
+from resnet_review.techniques.limitations import TABLE1, batch_sweep, depth_of, table1
 
 
 @pytest.mark.parametrize("model, depth", [("resnet18", 18), ("resnet101", 101), ("wide_resnet50_2", 50),

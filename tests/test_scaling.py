@@ -24,8 +24,8 @@ from conftest import copy_project, sh
 from optuna.trial import TrialState
 from test_tuning import open_stage, tiny_tuning_params
 
-from resnet_review import tuning
 from resnet_review.results import HEADLINE
+from resnet_review.techniques import tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -209,7 +209,7 @@ WORKER = """
 import json, sys, time
 from pathlib import Path
 import torch
-from resnet_review import tuning
+from resnet_review.techniques import tuning
 from resnet_review.results import HEADLINE
 from resnet_review.config import validate_params
 from resnet_review.experiment import Stage

@@ -14,7 +14,7 @@ from resnet_review.config import ParamsError, validate_params
 from resnet_review.experiment import Stage, _comparable_budget
 from resnet_review.results import pareto_front
 from resnet_review.stats import Estimate
-from resnet_review.synergy import check_control, combination, factorial_table
+from resnet_review.techniques.synergy import check_control, combination, factorial_table
 
 
 def test_the_pareto_front_keeps_the_non_dominated_points_and_ties():

@@ -116,10 +116,10 @@ def test_hashing_a_model_leaves_it_trainable():
     the digest must not pin the model's storage (a NumPy view of it would)."""
     import timm
 
-    from resnet_review import compress
     from resnet_review.engine import state_digest
+    from resnet_review.techniques import compression
 
-    qat = compress.prepare_qat(timm.create_model("resnet18", num_classes=10, in_chans=1),
+    qat = compression.prepare_qat(timm.create_model("resnet18", num_classes=10, in_chans=1),
                                (torch.randn(2, 1, 28, 28),))
     before = state_digest(qat)
     qat.train()(torch.randn(4, 1, 28, 28))

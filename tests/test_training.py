@@ -9,12 +9,14 @@ import pytest
 import torch
 import yaml
 
-from resnet_review import training
 from resnet_review.config import ParamsError, validate_params
 from resnet_review.data import MEAN, STD
 from resnet_review.engine import seed_everything
 from resnet_review.experiment import Stage
-from resnet_review.training import augmentation, distill_loss, distillation
+from resnet_review.techniques import augmentation as augment_technique
+from resnet_review.techniques import distillation as distill_technique
+from resnet_review.techniques.augmentation import augmentation
+from resnet_review.techniques.distillation import distill_loss, distillation
 
 
 def test_distillation_loss_matches_a_hand_computation():
@@ -101,18 +103,18 @@ def test_each_student_learns_from_its_own_seeds_teacher(paths, tmp_path, monkeyp
                              "s18": {"model": "resnet18", "alpha": 0.8,
                                      "scratch": {"stage": "teacher", "variant": "t18"}}}})
     with pytest.raises(FileNotFoundError, match="dvc repro teacher"):
-        training.teacher_of(stages["distillation"])
+        distill_technique.teacher_of(stages["distillation"])
     stages["teacher"].run_variants()
     stages["teacher"].finish()
     seen = []
-    original = training.distillation
+    original = distill_technique.distillation
 
     def spy(teacher, **kw):
         seen.append((next(teacher.parameters()).detach().clone(), kw))
         return original(teacher, **kw)
 
-    monkeypatch.setattr(training, "distillation", spy)
-    results = training.run_distillation(stages["distillation"])
+    monkeypatch.setattr(distill_technique, "distillation", spy)
+    results = distill_technique.run_distillation(stages["distillation"])
     assert [r.seed for r in results["s18"].runs] == [0, 1] and len(seen) == 2
     for (weights, kw), seed in zip(seen, (0, 1)):
         saved = torch.load(tmp_path / "models" / "teacher" / "t18" / f"seed{seed}.pt", weights_only=True)
@@ -133,7 +135,7 @@ def test_an_ambiguous_teacher_must_be_named(paths, tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"profile": "smoke", "a": {"per_seed": per_seed},
                                                      "b": {"per_seed": per_seed}}))
     with pytest.raises(ValueError, match=r"holds the teachers \['a', 'b'\]; set `distillation.teacher.variant`"):
-        training.teacher_of(stages["distillation"])
+        distill_technique.teacher_of(stages["distillation"])
 
 
 def test_augmentation_variants_transform_every_training_batch_and_only_theirs(paths, tmp_path, monkeypatch):
@@ -141,7 +143,7 @@ def test_augmentation_variants_transform_every_training_batch_and_only_theirs(pa
     stage = tiny_stages(paths, tmp_path, augmentation={"model": "resnet18", "throughput_batches": 2, "variants": {
         "none": {}, "mixed": {"augment": ["mixup", "random_erasing"]}}})["augmentation"]
     calls = {}
-    original = training.stage_augmentation
+    original = augment_technique.stage_augmentation
 
     def counting(stage, names):
         transform = original(stage, names)
@@ -153,11 +155,11 @@ def test_augmentation_variants_transform_every_training_batch_and_only_theirs(pa
             return transform(inputs, targets)
         return counted
 
-    monkeypatch.setattr(training, "stage_augmentation", counting)
-    results = training.run_augmentation(stage)
+    monkeypatch.setattr(augment_technique, "stage_augmentation", counting)
+    results = augment_technique.run_augmentation(stage)
     assert calls == {("mixup", "random_erasing"): 3 * 2}  # 120 images / batch 40 = 3 steps, 2 seeds
     assert results["mixed"].info["augment"] == "mixup+random_erasing" and results["none"].info["augment"] == "none"
-    speed = training.augmentation_throughput(stage, {"erasing": ["random_erasing"]})
+    speed = augment_technique.augmentation_throughput(stage, {"erasing": ["random_erasing"]})
     row = speed.loc["erasing"]
     assert row.transform_images_per_s > 0 and row.train_step_images_per_s > 0 and row.epoch_slowdown > 1
 

@@ -11,11 +11,11 @@ import timm
 import torch
 import yaml
 
-from resnet_review import transfer
 from resnet_review.config import ParamsError, Recipe, validate_params
 from resnet_review.engine import fit, make_optimizer
 from resnet_review.experiment import Stage
 from resnet_review.models import CheckpointError, build_model
+from resnet_review.techniques import transfer
 
 
 def resnet18(num_classes: int = 5, in_chans: int = 1, seed: int = 0):

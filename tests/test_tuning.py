@@ -13,10 +13,10 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from resnet_review import tuning
 from resnet_review.config import ParamsError, validate_params
 from resnet_review.data import Splits
 from resnet_review.experiment import Stage
+from resnet_review.techniques import tuning
 
 # ResNet18 at 16 px on 32 real training images: a trial takes about a second
 TINY_BUDGET = {"train_size": 32, "val_size": 16, "test_size": 16, "img_size": 16, "epochs": 2, "batch_size": 8,
@@ -289,7 +289,7 @@ WORKER = r"""
 import json, sys, time
 from pathlib import Path
 import optuna
-from resnet_review import tuning
+from resnet_review.techniques import tuning
 from resnet_review.config import validate_params
 from resnet_review.experiment import Stage
 

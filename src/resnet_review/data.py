@@ -342,7 +342,7 @@ VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
 
 
 # The batch augmentations a stage's recipe can name (``augment:``), in the order they apply;
-# implemented by :func:`resnet_review.training.augmentation` on normalised training batches.
+# implemented by :func:`resnet_review.techniques.augmentation.augmentation` on normalised training batches.
 AUGMENTATIONS = ("randaugment", "mixup", "cutmix", "random_erasing")
 
 

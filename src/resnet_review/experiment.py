@@ -35,7 +35,7 @@ from dvclive import Live
 from dvclive.plots import NumpyEncoder
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .claims import ClaimSpec, for_stage, load_catalogue, sentence
 from .claims import Results as ClaimResults
 from .claims import evaluate as evaluate_claim

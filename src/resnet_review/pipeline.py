@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import DIE_WITH_PARENT_ENV, die_with_launcher
 from .config import ParamsError, Paths, load_params
+from .process import DIE_WITH_PARENT_ENV, die_with_launcher
 
 
 class StoppedAtDeadline(RuntimeError):

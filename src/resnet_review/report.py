@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .limitations import SOURCE_NOTES
 from .results import COST_LABELS, collect, pareto_front, pool_latency  # noqa: F401  (the notebooks' report.collect)
 from .stats import SEEDS_AND_IMAGES
+from .techniques.limitations import SOURCE_NOTES
 
 # Columns of the master table: (column in the collected frame, heading, format)
 MASTER_COLUMNS = [
@@ -165,8 +165,8 @@ def _task(row: pd.Series) -> str:
 
 def collect_table1(stages_dir: str | Path) -> pd.DataFrame:
     """The review's Table 1 with its measured column, as a stage logged it (``table1`` in its
-    metrics.json, see :func:`resnet_review.limitations.table1`), with a note beside a row whose
-    citation does not support it (:data:`~resnet_review.limitations.SOURCE_NOTES`); empty when no
+    metrics.json, see :func:`resnet_review.techniques.limitations.table1`), with a note beside a row whose
+    citation does not support it (:data:`~resnet_review.techniques.limitations.SOURCE_NOTES`); empty when no
     stage did."""
     for path in sorted(Path(stages_dir).glob("*/metrics.json")):
         rows = json.loads(path.read_text()).get("table1")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_review import compress
 from resnet_review.config import Recipe
 from resnet_review.engine import fit
 from resnet_review.evaluate import predict
@@ -17,6 +16,7 @@ from resnet_review.models import build_model
 from resnet_review.profiling import count_flops, count_params, is_quantized
 from resnet_review.stats import Estimate, verdict
 from resnet_review.storage import atomic_save
+from resnet_review.techniques import compression
 
 EXAMPLE = (torch.zeros(1, 1, 28, 28),)
 
@@ -41,7 +41,7 @@ def test_structured_pruning_meets_the_mac_target_and_still_trains(importance, am
     model = resnet("resnet50")
     macs = count_flops(model, EXAMPLE) // 2
     batches = [((tiny_splits.train.inputs[0][:16],), tiny_splits.train.targets[:16])]
-    report = compress.prune_structured(model, EXAMPLE, amount, importance=importance, batches=batches)
+    report = compression.prune_structured(model, EXAMPLE, amount, importance=importance, batches=batches)
     after = count_flops(model, EXAMPLE) // 2
     assert report.macs_before == macs and report.macs_after == after
     assert amount <= 1 - after / macs < amount + 0.05  # the target, not far beyond it
@@ -53,30 +53,30 @@ def test_structured_pruning_meets_the_mac_target_and_still_trains(importance, am
 
 
 def test_bad_pruning_requests_are_refused():
-    with pytest.raises(compress.CompressionError, match="macs_reduction must be in"):
-        compress.prune_structured(resnet(), EXAMPLE, 1.2)
-    with pytest.raises(compress.CompressionError, match="taylor importance needs"):
-        compress.prune_structured(resnet(), EXAMPLE, 0.5, importance="taylor")
-    with pytest.raises(compress.CompressionError, match="amount must be in"):
-        compress.prune_unstructured(resnet(), 0.0)
+    with pytest.raises(compression.CompressionError, match="macs_reduction must be in"):
+        compression.prune_structured(resnet(), EXAMPLE, 1.2)
+    with pytest.raises(compression.CompressionError, match="taylor importance needs"):
+        compression.prune_structured(resnet(), EXAMPLE, 0.5, importance="taylor")
+    with pytest.raises(compression.CompressionError, match="amount must be in"):
+        compression.prune_unstructured(resnet(), 0.0)
 
 
 def test_unstructured_pruning_zeroes_weights_but_keeps_shapes():
     model = resnet()
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    compress.prune_unstructured(model, 0.5)
+    compression.prune_unstructured(model, 0.5)
     model(torch.randn(2, 1, 28, 28)).sum().backward()  # trainable with its masks
-    compress.remove_masks(model)
-    assert compress.sparsity(model) == pytest.approx(0.5, abs=1e-3)
+    compression.remove_masks(model)
+    assert compression.sparsity(model) == pytest.approx(0.5, abs=1e-3)
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert count_flops(model, EXAMPLE) == count_flops(resnet(), EXAMPLE)  # dense work is unchanged
 
 
 def test_structurally_pruned_model_reloads_with_the_same_outputs(tmp_path, trained_resnet18, small_splits):
     model = _copy(trained_resnet18)
-    compress.prune_structured(model, EXAMPLE, 0.5)
+    compression.prune_structured(model, EXAMPLE, 0.5)
     path = atomic_save(model.state_dict(), tmp_path / "pruned.pt")
-    again = compress.load_compressed(path, resnet)
+    again = compression.load_compressed(path, resnet)
     x = small_splits.test.inputs[0][:64]
     assert torch.equal(model.eval()(x), again.eval()(x))
     assert count_params(again) == count_params(model) < count_params(resnet())
@@ -84,32 +84,32 @@ def test_structurally_pruned_model_reloads_with_the_same_outputs(tmp_path, train
 
 def test_int8_predictions_agree_with_fp32_on_real_images(trained_resnet18, small_splits):
     calibration = [(small_splits.train.inputs[0][i:i + 64],) for i in range(0, 512, 64)]
-    int8 = compress.quantize_int8(trained_resnet18, EXAMPLE, calibration)
+    int8 = compression.quantize_int8(trained_resnet18, EXAMPLE, calibration)
     assert is_quantized(int8) and not is_quantized(trained_resnet18)
     fp32_pred = predict(trained_resnet18, small_splits.test).argmax(1)
     int8_pred = predict(int8, small_splits.test).argmax(1)
     accuracy = fp32_pred.eq(small_splits.test.targets).float().mean()
     assert accuracy > 0.6  # a model that learned something, so agreement is not chance
     assert fp32_pred.eq(int8_pred).float().mean() > 0.95
-    assert compress.model_bytes(int8) < 0.35 * compress.model_bytes(trained_resnet18)
+    assert compression.model_bytes(int8) < 0.35 * compression.model_bytes(trained_resnet18)
 
 
 def test_int8_and_pruned_int8_models_reload_with_the_same_outputs(tmp_path, trained_resnet18, small_splits):
     x = small_splits.test.inputs[0][:64]
     pruned = _copy(trained_resnet18)
-    compress.prune_structured(pruned, EXAMPLE, 0.5)
+    compression.prune_structured(pruned, EXAMPLE, 0.5)
     for name, model in (("int8", trained_resnet18), ("pruned_int8", pruned)):
-        int8 = compress.quantize_int8(model, EXAMPLE, [(x,)])
+        int8 = compression.quantize_int8(model, EXAMPLE, [(x,)])
         path = atomic_save(int8.state_dict(), tmp_path / f"{name}.pt")
-        again = compress.load_compressed(path, resnet, example_inputs=EXAMPLE, int8=True)
+        again = compression.load_compressed(path, resnet, example_inputs=EXAMPLE, int8=True)
         assert torch.equal(int8(x), again(x)), name
 
 
 def test_quantisation_aware_training_converts_to_int8(trained_resnet18, small_splits):
-    qat = compress.prepare_qat(trained_resnet18, EXAMPLE)
+    qat = compression.prepare_qat(trained_resnet18, EXAMPLE)
     fit(qat, small_splits.train.take(torch.arange(256)), None, recipe=Recipe(lr=0.001, warmup_epochs=0), epochs=1,
         batch_size=64, progress=False)
-    int8 = compress.convert_int8(qat)
+    int8 = compression.convert_int8(qat)
     assert is_quantized(int8)
     agree = predict(int8, small_splits.test).argmax(1).eq(predict(trained_resnet18, small_splits.test).argmax(1))
     assert agree.float().mean() > 0.8
@@ -117,10 +117,10 @@ def test_quantisation_aware_training_converts_to_int8(trained_resnet18, small_sp
 
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     path = atomic_save(resnet("resnet18").state_dict(), tmp_path / "r18.pt")
-    with pytest.raises(compress.CompressionError, match="does not fit"):
-        compress.load_compressed(path, lambda: resnet("resnet34"))
+    with pytest.raises(compression.CompressionError, match="does not fit"):
+        compression.load_compressed(path, lambda: resnet("resnet34"))
     with pytest.raises(FileNotFoundError, match="not found"):
-        compress.load_compressed(tmp_path / "missing.pt", resnet)
+        compression.load_compressed(tmp_path / "missing.pt", resnet)
 
 
 def test_non_inferiority_margin_in_verdicts():
@@ -156,11 +156,11 @@ def test_quantisation_checks_every_source_before_it_runs_anything(paths, tmp_pat
             atomic_save(resnet().state_dict(), tmp_path / "models" / stage / variant / f"seed{seed}.pt")
     monkeypatch.setattr(quant, "run", lambda *a, **k: pytest.fail("a model ran before the sources were checked"))
     with pytest.raises(KeyError, match=r"no per-seed results for variant 'm25' \(it has \['m50'\]\)"):
-        compress.run_quantisation(quant)
+        compression.run_quantisation(quant)
     assert not (tmp_path / "stages" / "quantisation" / "metrics.json").exists()
     (tmp_path / "models" / "baseline" / "resnet50" / "seed1.pt").unlink()
     with pytest.raises(FileNotFoundError, match="no weights of 'resnet50' for seed 1"):
-        compress.run_quantisation(quant)
+        compression.run_quantisation(quant)
 
 
 
@@ -170,10 +170,10 @@ def test_int8_models_are_built_and_reloaded_on_fbgemm(tmp_path, trained_resnet18
     AMD EPYC: converting or loading an int8 model selects FBGEMM first, whatever was set before."""
     batch = (small_splits.train.inputs[0][:32],)
     torch.backends.quantized.engine = "onednn"
-    int8 = compress.quantize_int8(trained_resnet18, batch, [batch])
+    int8 = compression.quantize_int8(trained_resnet18, batch, [batch])
     assert torch.backends.quantized.engine == "fbgemm"
     path = atomic_save(int8.state_dict(), tmp_path / "int8.pt")
     torch.backends.quantized.engine = "onednn"
-    again = compress.load_compressed(path, resnet, example_inputs=batch, int8=True)
+    again = compression.load_compressed(path, resnet, example_inputs=batch, int8=True)
     assert torch.backends.quantized.engine == "fbgemm"
     assert torch.equal(predict(again, small_splits.test), predict(int8, small_splits.test))

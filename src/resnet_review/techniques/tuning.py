@@ -1,7 +1,7 @@
 """Hyper-parameter tuning of the training recipe with an Optuna study.
 
 Each trial draws an optimiser, learning rate, weight decay, label smoothing and batch size from
-the stage's search space (:class:`~resnet_review.config.SearchSpace`), trains the stage's model
+the stage's search space (:class:`~SearchSpace`), trains the stage's model
 once (one seed) with the one engine on the profile's training images, and reports the validation
 accuracy after every epoch; a :class:`~optuna.pruners.MedianPruner` stops a trial whose accuracy
 falls below the median of earlier trials at the same epoch. The test set never takes part: only
@@ -27,17 +27,168 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
+from pydantic import Field, field_validator, model_validator
 
-from .config import ParamsError, Recipe, SearchSpace
-from .engine import NonFiniteLossError, fit, seed_everything
-from .experiment import Stage
-from .trained import training_code_digest
+from ..config import (
+    Budget,
+    Optimizer,
+    ParamsError,
+    PlannedRun,
+    Recipe,
+    SourceModel,
+    StageParams,
+    Strict,
+    register_stage_schema,
+)
+from ..engine import NonFiniteLossError, fit, seed_everything
+from ..experiment import Stage
+from ..trained import training_code_digest
 
+
+# --------------------------------------------------------------------------- params
+class SearchRange(Strict):
+    """A float hyper-parameter drawn from ``[low, high]``, uniformly or (``log``) log-uniformly."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-uniform range needs low > 0, got low={self.low}")
+        return self
+
+
+class OptimizerReference(Strict):
+    """The values an optimiser's searched factors multiply."""
+
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(gt=0)
+
+
+class SearchSpace(Strict):
+    """What a trial draws. SGD and AdamW work at learning rates (and weight decays) more than an order
+    of magnitude apart, so one shared range would waste most trials of one optimiser: ``lr`` and
+    ``weight_decay`` are drawn as factors of the chosen optimiser's ``reference`` values instead."""
+
+    optimizer: list[Optimizer] = Field(min_length=1)
+    reference: dict[Optimizer, OptimizerReference]
+    lr_factor: SearchRange
+    weight_decay_factor: SearchRange
+    label_smoothing: SearchRange
+    batch_size: list[int] = Field(min_length=1)
+
+    @field_validator("optimizer", "batch_size")
+    @classmethod
+    def _distinct(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"choices must be distinct, got {values}")
+        return values
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batches(cls, sizes: list[int]) -> list[int]:
+        if any(size <= 0 for size in sizes):
+            raise ValueError(f"batch sizes must be > 0, got {sizes}")
+        return sizes
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_range(cls, r: SearchRange) -> SearchRange:
+        if r.low < 0 or r.high >= 1:
+            raise ValueError(f"label smoothing must lie in [0, 1), got [{r.low}, {r.high}]")
+        return r
+
+    @model_validator(mode="after")
+    def _every_optimizer_has_a_reference(self) -> "SearchSpace":
+        missing = [o for o in self.optimizer if o not in self.reference]
+        if missing:
+            raise ValueError(f"reference has no values for optimizer(s) {missing}")
+        return self
+
+
+class PerProfile(Strict):
+    """One positive count per profile (stage sections are shared by all profiles)."""
+
+    smoke: int = Field(gt=0)
+    cpu: int = Field(gt=0)
+    gpu: int = Field(gt=0)
+
+
+class PrunerParams(Strict):
+    """Optuna's MedianPruner on per-epoch validation accuracy."""
+
+    n_startup_trials: int = Field(2, ge=0, description="trials that finish before any is pruned")
+    min_epochs_fraction: float = Field(0.25, ge=0, le=1, description="no trial is pruned before this fraction "
+                                       "of the profile's epochs (at least one epoch)")
+
+
+class SamplerParams(Strict):
+    """Optuna's TPE sampler; a resumed study offsets the seed by the trials it already holds."""
+
+    seed: int = Field(0, ge=0)
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+
+
+class HeartbeatParams(Strict):
+    """Optuna's trial heartbeat on a database server (not SQLite): a trial whose worker stopped
+    beating for ``grace_period_s`` (a killed process, a lost machine) becomes FAIL when a worker
+    next starts a trial, and its parameters are tried again."""
+
+    interval_s: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")
+    grace_period_s: int | None = Field(None, ge=1, description="seconds without a heartbeat before a running "
+                                       "trial counts as dead; default: twice interval_s")
+    max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are enqueued again")
+
+
+@register_stage_schema("hparam_tuning")
+class TuningParams(StageParams):
+    study_name: str = Field("resnet50_recipe", min_length=1)
+    storage: str | None = Field(None, description="an SQLAlchemy URL (e.g. postgresql://host/db) shared by several "
+                                "machines; default: sqlite:///<models>/hparam_tuning/study.db")
+    n_trials: PerProfile
+    trial_seed: int | None = Field(None, ge=0, description="the one seed every trial trains with; default: the "
+                                   "profile's first seed")
+    search: SearchSpace
+    batch_size_by_profile: dict[Literal["smoke", "cpu", "gpu"], list[int]] = Field(
+        default_factory=dict, description="the batch sizes a trial draws under a profile, instead of "
+        "search.batch_size (a GPU profile's large batches)")
+    pruner: PrunerParams = PrunerParams()
+    sampler: SamplerParams = SamplerParams()
+    heartbeat: HeartbeatParams = HeartbeatParams()
+    control: SourceModel = Field(SourceModel(), description="the stage and variant whose results are the "
+                                 "default recipe's (trained on the same budget and seeds; not retrained here)")
+
+    def search_under(self, profile: str) -> SearchSpace:
+        """The search space of ``profile``: ``search`` with that profile's batch sizes, if it has its own."""
+        sizes = self.batch_size_by_profile.get(profile)
+        return self.search if sizes is None else SearchSpace.model_validate(
+            {**self.search.model_dump(), "batch_size": sizes})
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """The study's trials (one seed each, every epoch; pruned trials stop earlier: an upper
+        bound) and the best recipe retrained over the profile's seeds."""
+        trials = getattr(self.n_trials, profile)
+        return [self._model_run("trials", budget, seeds=trials), self._model_run("tuned", budget)]
+
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, storage: str | None) -> str | None:
+        if storage is not None and "://" not in storage:
+            raise ValueError(f"storage must be a database URL such as sqlite:////abs/path/study.db or "
+                             f"postgresql://user@host/db, got {storage!r}")
+        return storage
+
+
+# --------------------------------------------------------------------------- running
 STUDY_FILE = "study.db"
 # the trials that count towards n_trials: a FAILED one (a crash, an interrupt) or one left RUNNING
 # by a killed process is drawn again

@@ -18,19 +18,101 @@ stage's ResNet50 on 10% for 5x the epochs), read, not retrained, as the cell wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from .compress import int8_run, load_compressed, prune_run
-from .config import ParamsError, scaled_epochs
-from .experiment import Comparable, SeedSeries, Stage, VariantResult, per_seed
-from .results import pareto_front
-from .stats import VERDICTS, Estimate, verdict
-from .training import distillation_hooks, seed_teachers, stage_augmentation
+from ..config import (
+    Budget,
+    ParamsError,
+    PlannedRun,
+    SourceModel,
+    Strict,
+    check_recipe_overrides,
+    register_stage_schema,
+    scaled_epochs,
+)
+from ..experiment import Comparable, SeedSeries, Stage, VariantResult, per_seed
+from ..results import pareto_front
+from ..stats import VERDICTS, Estimate, verdict
+from .augmentation import AugmentVariant, stage_augmentation
+from .compression import PruneTarget, int8_run, load_compressed, prune_run
+from .distillation import DistillationParams, distillation_hooks, seed_teachers
 
+
+# --------------------------------------------------------------------------- params
+class SynergyVariant(AugmentVariant):
+    """A cell of the synergy design: a :class:`Variant` with its augmentations (RandAugment etc.
+    with the augmentation stage's settings) and, with ``distill``, the distillation loss."""
+
+    distill: bool = Field(False, description="learn from the seed's teacher (the stage's temperature and alpha)")
+
+
+class FactorialCells(Strict):
+    """The three trained cells of a 2x2 factorial; the fourth (neither technique) is ``control``."""
+
+    first: str = Field("se", description="the variant with the first technique alone")
+    second: str = Field("randaugment", description="the variant with the second technique alone")
+    both: str = Field("se_randaugment", description="the variant with both")
+
+
+class SynergyCompression(Strict):
+    """How the last cell's trained models are compressed: int8 post-training quantisation, and
+    pruning followed by a fine-tune on the cell's images with the cell's techniques."""
+
+    source: str = Field("full", description="the variant whose trained models are compressed")
+    calibration_batches: int = Field(8, gt=0, description="training batches int8 activation ranges are observed on")
+    prune: PruneTarget = PruneTarget(amount=0.5)
+    finetune_epochs_scale: float = Field(0.5, gt=0, le=100, description="fine-tuning epochs after pruning, as a "
+                                         "multiple of the source cell's epochs (at least 1)")
+    train: dict[str, Any] = Field(default_factory=dict, description="recipe overrides of the fine-tune")
+    pruned_int8: bool = Field(True, description="quantise the pruned models too")
+    taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
+
+    _check_train = field_validator("train")(check_recipe_overrides)
+
+
+@register_stage_schema("synergy")
+class SynergyParams(DistillationParams):
+    """Notebook 17: cells combining techniques on one data regime, compared with ``control`` (the
+    plain model on the same images, another stage's variant): a 2x2 ``factorial``, a step-wise
+    path (``steps``, each step against the one before, the first against ``control``) and the
+    compression of one cell."""
+
+    control: SourceModel = Field(SourceModel(stage="dropout", variant="low_data_drop_rate_0"),
+                                 description="the plain model on the cells' images and epochs (read, not retrained)")
+    factorial: FactorialCells = FactorialCells()
+    steps: list[str] = Field(default_factory=list, description="variants in the order techniques are added")
+    compress: SynergyCompression = SynergyCompression()
+    variants: dict[str, SynergyVariant] = Field(default_factory=dict)
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Every cell (a distilled one with its teacher's forward passes) and the pruned last cell's
+        fine-tune on that cell's images."""
+        cells = self.planned_variants(profile)
+        runs = [self._variant_run(n, v, budget, teacher_from=self.teacher.stage if v.distill else None)
+                for n, v in cells.items()]
+        source = cells.get(self.compress.source)
+        if source is not None:
+            cell = self._variant_run("pruned_finetuned", source, budget,
+                                     teacher_from=self.teacher.stage if source.distill else None)
+            runs.append(replace(cell, epochs=scaled_epochs(cell.epochs, self.compress.finetune_epochs_scale)))
+        return runs
+
+    @model_validator(mode="after")
+    def _cells_are_variants(self) -> "SynergyParams":
+        named = [(f"factorial.{k}", v) for k, v in self.factorial.model_dump().items()]
+        named += [(f"steps[{i}]", v) for i, v in enumerate(self.steps)] + [("compress.source", self.compress.source)]
+        bad = [f"{key} names no variant ({name!r})" for key, name in named if name not in self.variants]
+        if bad:
+            raise ValueError(f"{'; '.join(bad)}; variants: {', '.join(self.variants) or 'none'}")
+        return self
+
+
+# --------------------------------------------------------------------------- running
 COMBINATIONS = ("add up", "reinforce", "overlap", "conflict")
 
 

@@ -32,13 +32,71 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .config import scaled_epochs
-from .experiment import Stage
-from .profiling import count_flops, count_params
+from ..config import (
+    Budget,
+    PlannedRun,
+    SourceModel,
+    StageParams,
+    Strict,
+    register_stage_schema,
+    scaled_epochs,
+)
+from ..experiment import Stage
+from ..profiling import count_flops, count_params
 
+
+# --------------------------------------------------------------------------- params
+class PruneTarget(Strict):
+    """One pruned model: ``structured`` removes channels until MACs fall by ``amount``;
+    ``unstructured`` zeroes the ``amount`` fraction of smallest weights (same shapes)."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    amount: float = Field(gt=0, lt=1, description="MACs removed (structured) or weights zeroed (unstructured)")
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    profiles: list[Literal["smoke", "cpu", "gpu"]] | None = Field(
+        None, description="the profiles this target runs under (default: all), as for a stage's variants")
+
+
+@register_stage_schema("pruning")
+class PruningParams(StageParams):
+    source: SourceModel = SourceModel()
+    finetune_epochs_scale: float = Field(0.5, ge=0, le=100, description="fine-tuning epochs after pruning, as a "
+                                         "multiple of the profile's epochs (0: none; at least 1 otherwise)")
+    taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
+    round_to: int | None = Field(None, gt=0, description="keep channel counts multiples of this")
+    targets: dict[str, PruneTarget] = Field(default_factory=dict)
+
+    def targets_under(self, profile: str) -> dict[str, PruneTarget]:
+        """The targets that run under ``profile``, in params order."""
+        return {n: t for n, t in self.targets.items() if t.profiles is None or profile in t.profiles}
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Each target and the dense control fine-tuned for ``finetune_epochs_scale`` x the epochs
+        (counted at the dense model's cost: an upper bound for a pruned one)."""
+        epochs = scaled_epochs(budget.epochs, self.finetune_epochs_scale)
+        names = ["dense_finetuned", *self.targets_under(profile)] if epochs else []
+        return [self._model_run(n, budget, epochs=epochs) for n in names]
+
+
+@register_stage_schema("quantisation")
+class QuantisationParams(StageParams):
+    source: SourceModel = SourceModel()
+    pruned_source: SourceModel | None = Field(None, description="a structurally pruned model to quantise too")
+    calibration_batches: int = Field(8, gt=0, description="training batches int8 activation ranges are observed on")
+    qat_epochs_scale: float = Field(0.5, ge=0, le=100, description="quantisation-aware fine-tuning epochs, as a "
+                                    "multiple of the profile's epochs (0: skip QAT; at least 1 otherwise)")
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """Quantisation-aware fine-tuning of the source; post-training int8 trains nothing."""
+        epochs = scaled_epochs(budget.epochs, self.qat_epochs_scale)
+        return [self._model_run("int8_qat", budget, epochs=epochs)] if epochs else []
+
+
+# --------------------------------------------------------------------------- running
 Importance = Literal["magnitude", "taylor"]
 IMPORTANCES: tuple[str, ...] = ("magnitude", "taylor")
 
@@ -317,7 +375,7 @@ def training_batches(train, batch_size: int, count: int, seed: int) -> list[Batc
 def prune_run(stage: Stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
               splits=None, taylor_batches: int = 4, round_to: int | None = None, **run_kwargs):
     """:meth:`~resnet_review.experiment.Stage.run` of ``source(seed)`` pruned to ``target`` (a
-    :class:`~resnet_review.config.PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
+    :class:`~PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
     (default the stage's), with what the pruning achieved (sparsity; MACs and parameters removed)
     written beside its metrics. ``run_kwargs`` go to ``Stage.run`` (recipe, hooks)."""
     splits = splits or stage.splits
@@ -366,7 +424,7 @@ def int8_run(stage: Stage, name: str, build: Callable[[int], nn.Module], *, cali
 
 
 def run_pruning(stage: Stage) -> dict:
-    """Every ``targets`` entry of the stage's params (see :class:`~resnet_review.config.PruningParams`)
+    """Every ``targets`` entry of the stage's params (see :class:`~PruningParams`)
     and the control ``dense_finetuned``: per seed, the source stage's trained model, pruned, then
     fine-tuned by the one engine for the same epochs; evaluated and profiled like any variant."""
     cfg, b = stage.config, stage.budget

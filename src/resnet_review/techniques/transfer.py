@@ -28,16 +28,107 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from timm.utils.model import freeze as timm_freeze
 from torch import nn
 
-from .config import scaled_epochs
-from .data import Splits, TensorData, stratified_subset
-from .experiment import Stage
-from .models import CheckpointError, load_pretrained
+from ..config import (
+    Budget,
+    PlannedRun,
+    StageParams,
+    Strict,
+    distinct_names_of,
+    names_usable_in_paths,
+    register_stage_schema,
+    scaled_epochs,
+)
+from ..data import Splits, TensorData, stratified_subset
+from ..experiment import Stage
+from ..models import CheckpointError, load_pretrained
 
+# --------------------------------------------------------------------------- params
+TRANSFER_METHODS = ("scratch", "finetune", "linear_probe", "frozen_early")
+
+
+class TargetFraction(Strict):
+    """How much of the target task's training data one setting keeps, and for how long it trains.
+
+    ``train_fraction`` is a class-stratified share of the profile's training images of the
+    target classes (at least 2 per class); ``epochs_scale`` multiplies the profile's epochs: a
+    few dozen images are one optimiser step per epoch, so the tiny settings need many epochs to
+    take a sensible number of steps."""
+
+    train_fraction: float = Field(gt=0, le=1)
+    epochs_scale: float = Field(1.0, gt=0, le=100)
+
+
+@register_stage_schema("transfer")
+class TransferParams(StageParams):
+    """In-domain transfer: pretrain on ``source_classes``, adapt to ``target_classes`` with each
+    of ``fractions`` of their data by each of ``methods``; or start from a local checkpoint."""
+
+    source_classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
+    target_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9], min_length=2)
+    fractions: dict[str, TargetFraction] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(TRANSFER_METHODS), min_length=1)
+    pretrained_path: str | None = Field(None, description="a local (e.g. ImageNet) checkpoint of `model` to "
+                                        "adapt instead of pretraining on the source classes")
+    pretrained_exclude: list[str] = Field(default_factory=lambda: ["fc."], description="state-dict prefixes "
+                                          "left at their fresh initialisation: the classifier")
+    variant_profiles: dict[str, list[Literal["smoke", "cpu", "gpu"]]] = Field(
+        default_factory=dict, description="`<method>_<fraction>` variants that run only under these profiles")
+
+    @field_validator("source_classes", "target_classes")
+    @classmethod
+    def _known_classes(cls, classes: list[int]) -> list[int]:
+        if not all(0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be distinct Fashion-MNIST labels 0..9, got {classes}")
+        return classes
+
+    _known_methods = field_validator("methods")(distinct_names_of("methods", TRANSFER_METHODS))
+
+    _fraction_names = field_validator("fractions")(names_usable_in_paths("fraction"))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TransferParams":
+        shared = sorted(set(self.source_classes) & set(self.target_classes))
+        if shared:
+            raise ValueError(f"source_classes and target_classes must be disjoint; both hold {shared}")
+        unknown = sorted(set(self.variant_profiles) - set(self.variant_names()))
+        if unknown:
+            raise ValueError(f"variant_profiles names unknown variants {unknown}; variants: {self.variant_names()}")
+        return self
+
+    def variant_names(self) -> list[str]:
+        """``<method>_<fraction>`` for every fraction and method, in params order."""
+        return [f"{method}_{fraction}" for fraction in self.fractions for method in self.methods]
+
+    def variants_under(self, profile: str) -> list[str]:
+        """The ``<method>_<fraction>`` variants that run under ``profile``, in params order."""
+        return [n for n in self.variant_names() if profile in self.variant_profiles.get(n, [profile])]
+
+    def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
+        """The source pretraining on the source classes' images (none with ``pretrained_path``) and
+        every ``<method>_<fraction>`` on its share of the target classes' images."""
+        runs, per_class = [], budget.train_size / 10
+        if self.pretrained_path is None:
+            runs.append(self._model_run("source_pretrain", budget, images=round(per_class * len(self.source_classes))))
+        selected = self.variants_under(profile)
+        for fraction_name, fraction in self.fractions.items():
+            for method in self.methods:
+                if f"{method}_{fraction_name}" not in selected:
+                    continue
+                images = max(2 * len(self.target_classes),
+                             round(per_class * len(self.target_classes) * fraction.train_fraction))
+                runs.append(self._model_run(f"{method}_{fraction_name}", budget, images=images,
+                                            epochs=scaled_epochs(budget.epochs, fraction.epochs_scale)))
+        return runs
+
+
+# --------------------------------------------------------------------------- running
 # "early layers" of a ResNet: everything up to and including this block is frozen
 EARLY_LAYERS = "layer2"
 # fewest target images per class a fraction keeps: every class is seen, and a batch-norm batch has > 1 row
@@ -137,7 +228,7 @@ METHODS: dict[str, Callable[[nn.Module], nn.Module] | None] = {
 def run_transfer(stage: Stage) -> dict:
     """Per seed, pretrain on the source classes (variant ``source_pretrain``) unless params give a
     ``pretrained_path``; then, for every fraction and method of params (see
-    :class:`~resnet_review.config.TransferParams`), train ``<method>_<fraction>`` on that share of
+    :class:`~TransferParams`), train ``<method>_<fraction>`` on that share of
     the target classes' images. Every run goes through :meth:`Stage.run`: same seeds, recipe and
     evaluation; an architecture is profiled once (every scratch or fine-tuned model is the source's
     architecture and shares its profile; frozen models have their own)."""

@@ -1,56 +1,54 @@
-"""Training techniques as hooks of the one engine: knowledge distillation is a ``loss_fn``,
-data augmentation a ``batch_transform`` (see :func:`resnet_review.engine.fit`).
+"""Data augmentation (II.L) as the engine's ``batch_transform`` (see :func:`resnet_review.engine.fit`).
 
-* :func:`distill_loss` / :func:`distillation`: Hinton et al.'s loss, ``alpha`` x T² x KL between
-  temperature-softened teacher and student distributions, plus ``1 - alpha`` x cross-entropy
-  with the labels; the teacher runs in eval mode without gradients.
 * :func:`augmentation`: RandAugment (torchvision ``transforms.v2``, applied on uint8 images, one
   random policy per batch so it stays a few tensor ops), Mixup and CutMix (timm, soft targets
   that sum to 1) and RandomErasing (timm, per image), alone or chained, on the training device.
-* :func:`run_distillation`, :func:`run_augmentation`, :func:`augmentation_throughput`: the glue
-  of the ``distillation`` and ``augmentation`` stages (notebooks 08 and 09).
+* :class:`AugmentationParams`: the ``augmentation`` section of params.yaml — each variant's
+  ``augment`` list and the augmentations' settings.
+* :func:`run_augmentation`, :func:`augmentation_throughput`: notebook 09's stage, and what each
+  augmentation costs the training loop.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
+from pydantic import Field, field_validator
 
-from .data import AUGMENTATIONS, MEAN, STD
-from .engine import BatchTransform, LossFn, fit, synchronize
-from .experiment import Stage, VariantResult
-
-
-def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
-                 temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
-    """``alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, targets)``.
-
-    The T² factor keeps the soft term's gradients on the scale of the hard term's as T grows.
-    ``targets`` are class indices or class probabilities (e.g. after Mixup)."""
-    if temperature <= 0 or not 0 <= alpha <= 1:
-        raise ValueError(f"temperature must be > 0 and alpha in [0, 1], got {temperature} and {alpha}")
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
-                    F.log_softmax(teacher_logits / temperature, dim=1), reduction="batchmean", log_target=True)
-    return alpha * temperature ** 2 * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)
+from ..config import (
+    StageParams,
+    Variant,
+    distinct_names_of,
+    register_stage_schema,
+)
+from ..data import AUGMENTATIONS, MEAN, STD
+from ..engine import BatchTransform, fit, synchronize
+from ..experiment import Stage, VariantResult
 
 
-def distillation(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9) -> LossFn:
-    """The engine's ``loss_fn`` for a student taught by ``teacher`` (frozen, eval mode)."""
-    teacher.eval().requires_grad_(False)
+# --------------------------------------------------------------------------- params
+class AugmentVariant(Variant):
+    augment: list[str] = Field(default_factory=list, description="augmentations of data.AUGMENTATIONS, "
+                               "applied in this order to every training batch ([]: the control)")
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_logits = teacher(*inputs).float()
-        return distill_loss(logits, teacher_logits, targets, temperature=temperature, alpha=alpha)
-
-    return loss
+    _known_augmentations = field_validator("augment")(distinct_names_of("augment", AUGMENTATIONS))
 
 
+@register_stage_schema("augmentation")
+class AugmentationParams(StageParams):
+    randaugment_ops: int = Field(2, gt=0)
+    randaugment_magnitude: int = Field(9, ge=0, le=30)
+    mixup_alpha: float = Field(0.2, gt=0)
+    cutmix_alpha: float = Field(1.0, gt=0)
+    erasing_probability: float = Field(0.25, gt=0, le=1)
+    throughput_batches: int = Field(20, gt=0, description="training batches each augmentation is timed on")
+    variants: dict[str, AugmentVariant] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the transform
 def augmentation(names: Sequence[str], *, num_classes: int, mean: float, std: float,
                  randaugment_ops: int = 2, randaugment_magnitude: int = 9, mixup_alpha: float = 0.2,
                  cutmix_alpha: float = 1.0, erasing_probability: float = 0.25) -> BatchTransform:
@@ -107,64 +105,10 @@ def augmentation(names: Sequence[str], *, num_classes: int, mean: float, std: fl
     return transform
 
 
-# --------------------------------------------------------------------------- stage glue
-def teacher_of(stage: Stage) -> tuple[str, str, nn.Module]:
-    """``(stage, variant, builder)`` of the distillation stage's teacher: the variant named in
-    params, else the one variant the teacher stage ran under this profile; checked to share the
-    student's budget (profile, data, epochs, seeds) before any training starts."""
-    source = stage.config.teacher
-    trained = stage.trained_variants(source.stage)
-    variant = source.variant or (trained[0] if len(trained) == 1 else None)
-    if variant is None or variant not in trained:
-        raise ValueError(f"stage '{source.stage}' holds the teachers {trained}; set `{stage.name}.teacher.variant` "
-                         f"to one of them")
-    stage.require_checkpoints(source.stage, variant)  # same profile and budget, every seed's weights
-    teacher_params = stage.params.stage(source.stage)
-    settings = teacher_params.variants.get(variant)
-    model = (settings.model if settings and settings.model else None) or teacher_params.model
-    kwargs = {**teacher_params.model_kwargs, **(settings.model_kwargs if settings else {})}
-    return source.stage, variant, lambda seed: stage.load_trained(source.stage, variant, seed, model=model, **kwargs)
-
-
-def seed_teachers(stage: Stage) -> tuple[str, Callable[[int], nn.Module]]:
-    """``stage/variant`` of the stage's teacher (:func:`teacher_of`) and a loader of the teacher
-    of each seed, each loaded once."""
-    teacher_stage, teacher_variant, load_teacher = teacher_of(stage)
-    teachers: dict[int, nn.Module] = {}
-
-    def teacher(seed: int) -> nn.Module:
-        if seed not in teachers:
-            teachers[seed] = load_teacher(seed)
-        return teachers[seed]
-
-    return f"{teacher_stage}/{teacher_variant}", teacher
-
-
-def distillation_hooks(teacher: Callable[[int], nn.Module], *, temperature: float,
-                       alpha: float) -> Callable[[int], dict]:
-    """``seed_hooks`` of :meth:`~resnet_review.experiment.Stage.run`: the student of seed k learns
-    from ``teacher(k)`` (so the CI over seeds includes the teacher's own variation)."""
-    return lambda seed: {"loss_fn": distillation(teacher(seed), temperature=temperature, alpha=alpha)}
-
-
-def run_distillation(stage: Stage) -> dict[str, VariantResult]:
-    """Train every student variant of the stage with the distillation loss of its seed's teacher,
-    with its temperature and alpha written beside its metrics."""
-    teacher_name, teacher = seed_teachers(stage)
-    results = {}
-    for name in stage.variant_names():
-        v = stage.config.variants[name]
-        temperature = v.temperature or stage.config.temperature
-        alpha = stage.config.alpha if v.alpha is None else v.alpha
-        results[name] = stage.run_variant(name, seed_hooks=distillation_hooks(teacher, temperature=temperature,
-                                                                                alpha=alpha))
-        stage.annotate(name, temperature=temperature, alpha=alpha, teacher=teacher_name)
-    return results
-
-
+# --------------------------------------------------------------------------- the stage
 def stage_augmentation(stage: Stage, names: Sequence[str], settings=None) -> BatchTransform | None:
     """The augmentation stage's ``batch_transform`` for ``names`` (None for none), with its settings
-    (``settings``: an :class:`~resnet_review.config.AugmentationParams`, default the stage's own)."""
+    (``settings``: an :class:`~AugmentationParams`, default the stage's own)."""
     if not names:
         return None
     c = settings or stage.config
@@ -211,4 +155,3 @@ def augmentation_throughput(stage: Stage, combinations: dict[str, Sequence[str]]
                      "train_step_images_per_s": step.images_per_s,
                      "epoch_slowdown": 1 + per_image * step.images_per_s})
     return pd.DataFrame(rows).set_index("augmentation")
-

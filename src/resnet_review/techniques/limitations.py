@@ -24,11 +24,47 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+from pydantic import Field, field_validator
 from torch import nn
 
-from .experiment import Stage
-from .profiling import example_inputs, measure_latency, peak_training_memory_mb
+from ..config import (
+    StageParams,
+    register_stage_schema,
+)
+from ..experiment import Stage
+from ..profiling import example_inputs, measure_latency, peak_training_memory_mb
 
+
+# --------------------------------------------------------------------------- params
+@register_stage_schema("limitations")
+class LimitationsParams(StageParams):
+    """The review's Table 1 measured (notebook 16): ``variants`` train the baseline at other
+    input sizes (``res_*``) and shares of the data (``data_*``); the depth series and the
+    low-data control are read from other stages."""
+
+    depth_from: str = Field("wide_deep", description="the stage whose ResNets of several depths are read")
+    low_data_from: list[str] = Field(default_factory=lambda: ["dropout/low_data_drop_rate_0"],
+                                     description="stage/variant runs of the baseline on a share of the data")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32, 128], min_length=1)
+    memory_batch_sizes: list[int] = Field(default_factory=lambda: [16, 64, 256])
+
+    @field_validator("batch_sizes", "memory_batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(s <= 0 for s in sizes):
+            raise ValueError(f"batch sizes must be positive, got {sizes}")
+        return sizes
+
+    @field_validator("low_data_from")
+    @classmethod
+    def _stage_slash_variant(cls, refs: list[str]) -> list[str]:
+        bad = [r for r in refs if r.count("/") != 1 or not all(r.split("/"))]
+        if bad:
+            raise ValueError(f"must be 'stage/variant', got {bad}")
+        return refs
+
+
+# --------------------------------------------------------------------------- running
 # rows of the review's Table 1: (source, limitation as printed, what measures it here)
 TABLE1 = [
     ("H Jabnouni et al.", "Poor classification performance for low-resolution images", "resolution"),
