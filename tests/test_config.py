@@ -2,8 +2,17 @@ import copy
 
 import pytest
 import yaml
+from pydantic import Field
 
-from resnet_review.config import ParamsError, load_params, validate_params
+from resnet_review import config
+from resnet_review.config import (
+    ParamsError,
+    StageParams,
+    load_params,
+    register_stage_schema,
+    stage_schema,
+    validate_params,
+)
 
 
 @pytest.fixture
@@ -108,3 +117,33 @@ def test_compression_sections_and_variant_profiles_are_checked(raw):
     assert list(pruning.targets_under("gpu")) == list(pruning.targets)
     assert "taylor_50" in pruning.targets_under("smoke") and "magnitude_25" not in pruning.targets_under("smoke")
     assert "taylor_50" not in pruning.targets_under("cpu") and "magnitude_50" in pruning.targets_under("cpu")
+
+
+def test_each_technique_module_registers_the_schema_of_its_sections():
+    modules = {"distillation": "distillation", "augmentation": "augmentation", "transfer": "transfer",
+               "hparam_tuning": "tuning", "pruning": "compression", "quantisation": "compression",
+               "limitations": "limitations", "synergy": "synergy"}
+    assert {stage: stage_schema(stage).__module__ for stage in modules} == {
+        stage: f"resnet_review.techniques.{module}" for stage, module in modules.items()}
+    assert stage_schema("se") is StageParams  # a stage of variants only needs no schema of its own
+
+
+def test_a_registered_schema_validates_its_section_and_a_second_one_is_refused(raw, monkeypatch):
+    monkeypatch.setattr(config, "_STAGE_SCHEMAS", dict(config._STAGE_SCHEMAS))
+
+    @register_stage_schema("my_technique")
+    class MyParams(StageParams):
+        depth: int = Field(gt=0)
+
+    assert validate_params({**raw, "my_technique": {"depth": 2}}).stage("my_technique").depth == 2
+    assert "my_technique.depth: Input should be greater than 0" in error_for(
+        raw, lambda r: r.update(my_technique={"depth": 0}))
+    assert register_stage_schema("my_technique", MyParams) is MyParams  # the same schema again: a re-import
+
+    class OtherParams(StageParams):
+        pass
+
+    with pytest.raises(ValueError, match="stage 'my_technique' already has the schema .*MyParams"):
+        register_stage_schema("my_technique", OtherParams)
+    with pytest.raises(TypeError, match="must subclass StageParams"):
+        register_stage_schema("elsewhere", dict)
