@@ -32,7 +32,7 @@ out = paths.stage_reports(stage_name, reports_dir)
 collected = report.collect(stages)
 # the claims on every run at hand (this profile's, a gpu campaign's, an archived gpu run's), each
 # tiered against the profiles as params.yaml writes them; per claim its strongest evidence
-written = {name: budget.model_dump() for name, budget in load_params(paths.params).profiles.items()}
+written = load_params(paths.params).budgets_written()
 sources = report.result_sources(paths.reports, stages)
 measured = review_claims.measure_sources(review_claims.load_catalogue(paths.root / "claims.yaml"), sources, written)
 claims = review_claims.strongest(measured)

@@ -120,7 +120,7 @@ def test_every_claim_is_measured_by_its_stage_after_its_control_ran(paths):
 def test_tiers_bh_and_the_strongest_evidence_per_claim(tmp_path, paths):
     from resnet_review.claims import TIERS, evidence_tier, measure_sources, strongest
 
-    written = {name: b.model_dump() for name, b in load_params(paths.params).profiles.items()}
+    written = load_params(paths.params).budgets_written()
     gpu = written["gpu"]
     assert evidence_tier("cpu", written["cpu"], written) == "exploratory (cpu)"
     assert evidence_tier("gpu", gpu, written) == TIERS[-1]

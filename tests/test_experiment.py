@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from resnet_review.config import ParamsError, validate_params
-from resnet_review.experiment import SeedSeries, Stage
+from resnet_review.experiment import Stage
+from resnet_review.runs import SeedSeries
 from resnet_review.stats import VERDICTS, Estimate
 
 TINY_BUDGET = {"train_size": 120, "val_size": 40, "test_size": 80, "img_size": 28, "epochs": 1, "batch_size": 40,

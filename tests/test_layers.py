@@ -20,7 +20,8 @@ LAYERS = {
     "core": ["_version", "process", "storage", "stats", "data", "models", "models.registry", "models.fpn",
              "models.hff", "models.mmff", "config", "distributed"],
     "engine": ["engine", "evaluate", "robustness", "profiling"],
-    "runtime": ["results", "claims", "trained", "experiment", "pipeline", "prepare", "train_model"],
+    "runtime": ["runs", "results", "claims", "presentation", "trained", "experiment", "pipeline", "prepare",
+                "train_model"],
     "techniques": ["techniques", *(f"techniques.{m}" for m in TECHNIQUES)],
     "report": ["plots", "report", "campaign"],
     # the package itself imports the techniques, so that importing any module registers their schemas

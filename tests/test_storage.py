@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet_review import storage
-from resnet_review.experiment import AtomicLive
+from resnet_review.results import AtomicLive
 
 
 def md5(path):

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from resnet_review.config import ParamsError, validate_params
-from resnet_review.experiment import Stage, _comparable_budget
-from resnet_review.results import pareto_front
+from resnet_review.experiment import Stage
+from resnet_review.results import comparable_budget, pareto_front
 from resnet_review.stats import Estimate
 from resnet_review.techniques.synergy import check_control, combination, factorial_table
 
@@ -108,7 +108,7 @@ def write_control(stage: Stage, **info) -> None:
     folder = stage.out_dir.parent / "dropout"
     folder.mkdir(parents=True, exist_ok=True)
     block = {"per_seed": {"seed": [0, 1], "test_acc": [0.61, 0.63]}, "img_size": 28, **info}
-    folder.joinpath("metrics.json").write_text(json.dumps({"profile": "smoke", "budget": _comparable_budget(
+    folder.joinpath("metrics.json").write_text(json.dumps({"profile": "smoke", "budget": comparable_budget(
         stage.budget), "low_data_drop_rate_0": block}))
 
 

@@ -290,6 +290,11 @@ class Params(BaseModel):
     def budget(self) -> Budget:
         return self.profiles[self.profile]
 
+    def budgets_written(self) -> dict[str, dict[str, Any]]:
+        """Each profile's budget as params.yaml writes it: what a result's evidence tier is judged
+        against (:func:`resnet_review.claims.evidence_tier`)."""
+        return {name: budget.model_dump() for name, budget in self.profiles.items()}
+
     def stage(self, name: str) -> StageParams:
         if name not in self.stage_names():
             raise ParamsError(f"params.yaml has no section '{name}' (stages: {', '.join(self.stage_names())})")

@@ -10,8 +10,12 @@ the architecture once, and logs everything to one dvclive ``Live`` per stage::
     reports/stages/<stage>/figures/*.png
     models/<stage>/<variant>/seed<k>.pt            # trained weights (a DVC output)
 
-The report stage reads every ``metrics.json`` under ``reports/stages`` without knowing the
-stages in advance; a variant's row needs only the keys this module writes.
+A stage is made of parts with one job each, and :class:`Stage` is the runner that holds them:
+this module trains and evaluates (data, the seeds of each variant, profiling, other stages'
+weights); :class:`~resnet_review.results.StageStore` writes the stage's files and reads the
+stages before it; :mod:`resnet_review.runs` holds what was measured and the paired comparisons;
+:mod:`resnet_review.presentation` the Markdown and tables a notebook shows. The notebook API is
+this class's; its methods for the other jobs hand over to those parts.
 """
 
 from __future__ import annotations
@@ -19,67 +23,33 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import json
 import math
 import os
 import shutil
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from dvclive import Live
-from dvclive.plots import NumpyEncoder
 from torch import nn
 
+from . import presentation
 from ._version import __version__
-from .claims import ClaimSpec, for_stage, load_catalogue, sentence
-from .claims import Results as ClaimResults
-from .claims import evaluate as evaluate_claim
-from .config import (
-    PREDICTIONS_FILE,
-    Budget,
-    Params,
-    ParamsError,
-    Paths,
-    Recipe,
-    StageParams,
-    load_params,
-    scaled_epochs,
-)
+from .claims import ClaimSpec, for_stage, load_catalogue
+from .config import Budget, Params, ParamsError, Paths, Recipe, StageParams, load_params, scaled_epochs
 from .data import Splits, TensorData, apply_view, load_splits
 from .engine import Accel, FitResult, RngState, Run, fit_group, seed_everything
 from .evaluate import EvalResult, evaluate
 from .models import CheckpointError, build_model
 from .profiling import ModelProfile, architecture_key, compare_latency, profile_model
-from .results import collect, headline, write_headline
+from .results import StageStore, per_seed_variants
 from .robustness import corrupted_sets, corruption_accuracy
-from .stats import Estimate, mean_ci, paired_difference, verdict
-from .storage import atomic_save, atomic_write_text
+from .runs import Comparable, SeedRun, SeedSeries, VariantResult, finite, interaction, paired_effect
+from .stats import Estimate, mean_ci
+from .storage import atomic_save
 from .trained import TrainedRuns
-
-BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-# Metrics aggregated over seeds, as (name in metrics.json, how to read it from one seed's run).
-SEED_METRICS: dict[str, Callable[["SeedRun"], float]] = {
-    "test_acc": lambda r: r.test.accuracy,
-    "test_macro_f1": lambda r: r.test.macro_f1,
-    "test_ece": lambda r: r.test.ece,
-    "test_loss": lambda r: r.test.loss,
-    "val_acc": lambda r: r.fit.final.get("val_acc", math.nan),
-    # accuracy on (a fixed subset of) the training images in eval mode, so that Dropout and
-    # drop-path are off as they are for validation: the gap then measures overfitting alone
-    "train_acc": lambda r: r.train_eval.accuracy if r.train_eval else math.nan,
-    "train_val_gap": lambda r: SEED_METRICS["train_acc"](r) - r.fit.final.get("val_acc", math.nan),
-    "train_time_s": lambda r: r.fit.train_time_s,
-    "train_images_per_s": lambda r: r.fit.images_per_s,
-    # mean accuracy over the corrupted test sets (robustness; see resnet_review.robustness)
-    "corruption_acc": lambda r: sum(r.corruption.values()) / len(r.corruption) if r.corruption else math.nan,
-}
-
 
 Builder = Callable[[], nn.Module] | Callable[[int], nn.Module]
 
@@ -100,99 +70,6 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@dataclass
-class SeedRun:
-    seed: int
-    fit: FitResult
-    test: EvalResult
-    weights_path: Path | None
-    train_eval: EvalResult | None = None
-    corruption: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class VariantResult:
-    """One configuration trained over every seed of the profile."""
-
-    name: str
-    runs: list[SeedRun]
-    profile: ModelProfile | None
-    info: dict[str, Any] = field(default_factory=dict)
-    # the first seed's model as evaluated (on the CPU), for same-process latency comparisons
-    model: nn.Module | None = field(default=None, repr=False)
-
-    def estimate(self, metric: str) -> Estimate:
-        return mean_ci(SEED_METRICS[metric](r) for r in self.runs)
-
-    def summary(self) -> dict[str, Any]:
-        """The nested block written to metrics.json under the variant's name."""
-        # mean and 95% CI bounds only: n is `seeds`, the confidence level is always 0.95
-        out: dict[str, Any] = {}
-        for metric in SEED_METRICS:
-            est = self.estimate(metric)
-            out[metric] = _finite({"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
-        if self.profile is not None:
-            out |= _finite(self.profile.scalars())
-        out["seeds"] = len(self.runs)
-        if self.runs and self.runs[0].corruption:
-            # accuracy under each corruption, mean over seeds
-            out["corruptions"] = {k: sum(r.corruption[k] for r in self.runs) / len(self.runs)
-                                  for k in self.runs[0].corruption}
-        # per-seed values, so a later stage can pair its seeds with these (see Stage.reference):
-        # the shape Stage.reference returns, {"seed": [...], metric: [...], ...} in run order
-        seeds = [r.seed for r in self.runs]
-        values = {m: per_seed(self, m) for m in SEED_METRICS}
-        out["per_seed"] = _finite({"seed": seeds, **{m: [v[s] for s in seeds] for m, v in values.items()}})
-        return out | self.info
-
-
-@dataclass
-class SeedSeries:
-    """A per-seed quantity derived from runs, e.g. a difference of effects (see Stage.interaction)."""
-
-    name: str
-    values: dict[int, float]
-
-
-Comparable = VariantResult | SeedSeries | dict[str, list[float]]
-
-
-def per_seed(x: Comparable | None, metric: str, like: dict[int, float] | None = None) -> dict[int, float]:
-    """``{seed: value}`` of ``metric`` from a variant, a derived series, or a ``reference()`` dict;
-    ``None`` is zero on the seeds of ``like`` (a claim that an effect differs from 0)."""
-    if x is None:
-        return {seed: 0.0 for seed in (like or {})}
-    if isinstance(x, SeedSeries):
-        return dict(x.values)
-    if isinstance(x, VariantResult):
-        return {r.seed: SEED_METRICS[metric](r) for r in x.runs}
-    if metric not in x:
-        raise KeyError(f"the per-seed results have no '{metric}' (they have {sorted(x)}); re-run that stage")
-    return {seed: (math.nan if v is None else v) for seed, v in zip(x["seed"], x[metric])}
-
-
-def _per_seed_variants(metrics: dict[str, Any]) -> list[str]:
-    """The variants a stage's metrics.json holds per-seed results of, in its order."""
-    return [k for k, v in metrics.items() if isinstance(v, dict) and "per_seed" in v]
-
-
-def _comparable_budget(budget: Budget) -> dict[str, Any]:
-    """The budget keys that make two stages' results comparable (data, epochs, seeds, batch),
-    not those that only change how they are measured or where they run."""
-    return budget.model_dump(include={"train_size", "val_size", "test_size", "data_seed", "img_size", "in_chans",
-                                      "epochs", "batch_size", "seeds"})
-
-
-class AtomicLive(Live):
-    """dvclive's ``Live`` with ``metrics.json`` written atomically: dvclive writes it in place, so a
-    kill during the write left an empty file where the stage's results were."""
-
-    def make_summary(self):
-        if self._step is not None:
-            self.summary["step"] = self.step
-        atomic_write_text(self.metrics_file, json.dumps(self.summary, indent=4, cls=NumpyEncoder) + "\n")
-
-
 DEADLINE_ENV = "RESNET_REVIEW_DEADLINE"
 
 
@@ -208,17 +85,10 @@ def chunk_deadline() -> float | None:
         raise ParamsError(f"${DEADLINE_ENV} must be a Unix time in seconds, got {raw!r}") from None
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: undefined values (e.g. a CI from one seed) are written as null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 class Stage:
-    """Everything one technique notebook needs, resolved from params.yaml and the profile."""
+    """Everything one technique notebook needs, resolved from params.yaml and the profile: the
+    runner of its variants over seeds, with the stage's :class:`~resnet_review.results.StageStore`
+    (``store``), and the claims of claims.yaml it tests."""
 
     def __init__(self, name: str, *, profile: str | None = None, reports_dir: str = "reports/scratch/stages",
                  models_dir: str = "models/scratch", params: Params | None = None,
@@ -238,8 +108,9 @@ class Stage:
         self.trained = TrainedRuns(self.models_dir, self.accel, name)  # what a re-run loads instead of training
         self.figures_dir = self.out_dir / "figures"
         self.figures_dir.mkdir(parents=True, exist_ok=True)
-        self._live: Live | None = None
-        self.results: dict[str, VariantResult] = {}
+        self.store = StageStore(self.out_dir, stage=name, profile=self.params.profile, budget=self.budget,
+                                version=__version__)
+        self.results: dict[str, VariantResult] = self.store.results  # every variant run so far
         self.claims: dict[str, dict[str, Any]] = {}
         self._splits: dict[tuple[float, int, str], Splits] = {}
         self._corrupted: dict[tuple[float, int, str], dict] = {}
@@ -251,16 +122,9 @@ class Stage:
               f"train={self.budget.train_size} epochs={self.budget.epochs} seeds={self.budget.seeds}", file=sys.stderr)
 
     @property
-    def live(self) -> Live:
-        """The stage's dvclive logger, opened on first use: opening it clears the stage's earlier
-        metrics and plots, so a stage that fails before logging anything (bad input, missing
-        data) leaves the results already written untouched."""
-        if self._live is None:
-            self._live = AtomicLive(str(self.out_dir), report=None, save_dvc_exp=False, dvcyaml=None)
-            self._live.summary.update({"profile": self.params.profile, "stage": self.name,
-                                       "package_version": __version__,
-                                       "budget": _comparable_budget(self.budget)})
-        return self._live
+    def live(self):
+        """The stage's dvclive logger (:attr:`StageStore.live`), opened on first use."""
+        return self.store.live
 
     # ------------------------------------------------------------------ data
     @property
@@ -394,12 +258,7 @@ class Stage:
         # cost of the first seed's model as evaluated; parameters, MACs and training memory of its
         # trainable form (an int8 model's packed weights are invisible to both counters)
         prof = self._profile(variant, *first, splits, info, batch_size) if profile else None
-        variant_result = VariantResult(variant, runs, prof, info, model=copy.deepcopy(first[1]).cpu().eval())
-        self.results[variant] = variant_result
-        # replaces the last-epoch values log_metric left there with the aggregates over seeds
-        self.live.summary[variant] = variant_result.summary()
-        self.live.make_summary()
-        return variant_result
+        return self.store.record(VariantResult(variant, runs, prof, info, model=copy.deepcopy(first[1]).cpu().eval()))
 
     def _profile(self, variant: str, trainable: nn.Module, deployed: nn.Module, splits: Splits,
                  info: dict[str, Any], batch_size: int) -> ModelProfile:
@@ -497,11 +356,7 @@ class Stage:
     def annotate(self, variant: str, **values: Any) -> None:
         """Add numbers measured after :meth:`run` (e.g. a speed-up against a reference measured in
         the same process) to ``variant``'s block of metrics.json."""
-        if variant not in self.results:
-            raise KeyError(f"variant '{variant}' has not been run in stage '{self.name}'")
-        self.results[variant].info.update(_finite(values))
-        self.live.summary[variant] = self.results[variant].summary()
-        self.live.make_summary()
+        self.store.annotate(variant, **values)
 
     def run_variant(self, name: str, **hooks) -> VariantResult:
         """Train the variant ``name`` of this stage's ``variants:`` section (see
@@ -536,12 +391,7 @@ class Stage:
         return names
 
     def _epoch_logger(self, variant: str, seed: int):
-        def log(epoch: int, metrics: dict[str, float]) -> None:
-            self.live.step = epoch
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-                if key in metrics:
-                    self.live.log_metric(f"{variant}/seed{seed}/{key}", metrics[key], plot=True)
-        return log
+        return lambda epoch, metrics: self.store.log_epoch(variant, seed, epoch, metrics)
 
     # ------------------------------------------------------------------ comparisons
     def variant_epochs(self, name: str) -> int:
@@ -556,57 +406,27 @@ class Stage:
 
     def stage_metrics(self, stage: str) -> tuple[Path, dict[str, Any]]:
         """Path and content of another stage's metrics.json beside this stage's, or a clear error."""
-        path = self.out_dir.parent / stage / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
-        return path, json.loads(path.read_text())
+        return self.store.metrics_of(stage)
 
     def trained_variants(self, stage: str) -> list[str]:
         """The variants another stage holds per-seed results of, in its metrics.json's order."""
-        return _per_seed_variants(self.stage_metrics(stage)[1])
+        return per_seed_variants(self.store.metrics_of(stage)[1])
 
     def reference_block(self, stage: str = "baseline", variant: str = "resnet50") -> dict[str, Any]:
         """Everything another stage's metrics.json holds for ``variant`` (per-seed results, its
         data and epochs, its profile), after checking it ran under this profile and budget."""
-        path, data = self.stage_metrics(stage)
-        if variant not in data or "per_seed" not in data[variant]:
-            raise KeyError(f"{path} has no per-seed results for variant '{variant}' (it has "
-                           f"{_per_seed_variants(data)}); under profile '{self.params.profile}' "
-                           f"stage '{stage}' may not run it")
-        if data.get("profile") != self.params.profile:
-            raise ValueError(f"{path} was produced under profile '{data.get('profile')}', this stage runs "
-                             f"'{self.params.profile}'; results of different budgets are not comparable")
-        theirs, mine = data.get("budget"), _comparable_budget(self.budget)
-        if theirs is not None and theirs != mine:
-            changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-            raise ValueError(f"{path} was produced with another '{self.params.profile}' budget (differs in "
-                             f"{', '.join(changed)}); re-run `dvc repro {stage}` so both use the same one")
-        return data[variant]
+        return self.store.block(stage, variant)
 
     def effect(self, result: Comparable, control: Comparable | None, metric: str = "test_acc",
                expected_sign: int = +1, margin: float = 0.0) -> tuple[Estimate, str]:
-        """Paired (same seeds) difference ``result - control`` with its 95% CI and the verdict on
-        a claim that expects the difference to have ``expected_sign`` (``control=None``: the
-        result itself against zero; ``margin``: a claim of no loss beyond it, see
-        :func:`~resnet_review.stats.verdict`)."""
-        mine = per_seed(result, metric)
-        theirs = per_seed(control, metric, like=mine)
-        if set(mine) != set(theirs):
-            raise ValueError(f"seeds differ ({sorted(mine)} vs {sorted(theirs)}); "
-                             "a paired comparison needs the same seeds")
-        effect = paired_difference([mine[s] for s in sorted(mine)], [theirs[s] for s in sorted(mine)])
-        return effect, verdict(effect, expected_sign, margin)
+        """:func:`resnet_review.runs.paired_effect`: ``result - control`` seed by seed, its 95% CI
+        and the verdict on a claim that expects ``expected_sign``."""
+        return paired_effect(result, control, metric, expected_sign, margin)
 
-    def interaction(self, a: VariantResult, b: VariantResult, c: VariantResult, d: VariantResult,
+    def interaction(self, a: Comparable, b: Comparable, c: Comparable, d: Comparable,
                     metric: str = "test_acc", name: str = "interaction") -> SeedSeries:
-        """Per seed, ``(a - b) - (c - d)``: whether the effect of a change is larger in one
-        setting (a vs b) than in another (c vs d), e.g. fusion at low vs full resolution."""
-        values = [per_seed(x, metric) for x in (a, b, c, d)]
-        seeds = set(values[0])
-        if any(set(v) != seeds for v in values):
-            raise ValueError("an interaction needs the same seeds in all four variants")
-        a_, b_, c_, d_ = values
-        return SeedSeries(name, {s: (a_[s] - b_[s]) - (c_[s] - d_[s]) for s in sorted(seeds)})
+        """:func:`resnet_review.runs.interaction`: per seed, ``(a - b) - (c - d)``."""
+        return interaction(a, b, c, d, metric, name)
 
     # ------------------------------------------------------------------ claims
     @property
@@ -625,7 +445,7 @@ class Stage:
         if not any(spec.stage_claim == ref for spec in self.catalogue):
             raise KeyError(f"no claim in {self.claims_file.name} has 'stage_claim: {ref}': add the claim it tests "
                            "(id, section, claim, expect) before recording its estimate")
-        self.claims[key] = _finite({"effect": effect.as_dict(), "metric": metric, "unit": unit,
+        self.claims[key] = finite({"effect": effect.as_dict(), "metric": metric, "unit": unit,
                                     "profile": self.params.profile})
         self.log_metrics(claims=self.claims)
         return effect
@@ -635,22 +455,11 @@ class Stage:
         stage's), measured now by :func:`resnet_review.claims.evaluate` — the function the report
         uses — on the results written so far, as a Markdown list ending with the budget note. Each
         paired claim's outcome is also logged under ``claims`` in metrics.json."""
-        specs = for_stage(self.catalogue, self.name)
-        self._write_results()  # the results so far, where evaluate reads them
-        results = ClaimResults(self.out_dir.parent)
-        written = {name: budget.model_dump() for name, budget in self.params.profiles.items()}
-        lines = []
-        for spec in specs:
-            row = evaluate_claim(spec, results, written)
-            if not spec.stage_claim:
-                self.claims[spec.id] = _finite({
-                    "verdict": row["verdict"], "comparison": row["comparison"], "metric": row["metric"],
-                    "effect": {"mean": row["effect"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                               "n": row["seeds"]},
-                    "interval": row["interval"], "note": row["note"], "profile": row["profile"]})
-            lines.append("* " + sentence(row))
-        if not specs:
-            lines.append(f"* No claim in {self.claims_file.name} has its treatment in stage `{self.name}`.")
+        self.store.write()  # the results so far, where evaluate reads them
+        lines, outcomes = presentation.claims_list(for_stage(self.catalogue, self.name), self.out_dir.parent,
+                                                   self.params.budgets_written(), stage=self.name,
+                                                   claims_file=self.claims_file.name)
+        self.claims.update(outcomes)
         self.log_metrics(claims=self.claims)
         return "\n".join([*lines, "", self.budget_note()])
 
@@ -658,36 +467,16 @@ class Stage:
         """This stage's variants (as far as run) plus ``(stage, variant)`` references from sibling
         stages, in the report's flattened form: what :mod:`resnet_review.plots` draws."""
         self.live.make_summary()
-        table = collect(self.out_dir.parent, stages=[self.name, *{s for s, _ in references}])
-        if table.empty:
-            return table
-        keep = (table["stage"] == self.name) | table[["stage", "variant"]].apply(tuple, axis=1).isin(references)
-        table = table[keep].copy()
-        table["label"] = [v if s == self.name else f"{s}/{v}" for s, v in zip(table["stage"], table["variant"])]
-        return table.reset_index(drop=True)
+        return presentation.stage_frame(self.out_dir.parent, self.name, references)
 
     # ------------------------------------------------------------------ text
     def describe(self) -> str:
         """The budget, device and recipe this stage runs under, and its variants, as Markdown."""
-        b = self.budget
-        lines = [f"Profile **{self.params.profile}**: {b.train_size} training images, {b.val_size} validation, "
-                 f"{b.test_size} test, {b.epochs} epochs, batch {b.batch_size}, seeds {b.seeds}, {b.img_size} px, "
-                 f"device `{self.accel.device}`. Recipe: `{self.recipe.model_dump(exclude_defaults=True)}`."]
-        for name, v in self.config.variants.items():
-            diff = v.model_dump(exclude_defaults=True)
-            lines.append(f"* `{name}`: model `{v.model or self.config.model}`"
-                         + (f", {', '.join(f'{k}={val}' for k, val in diff.items() if k != 'model')}" if diff else ""))
-        return "\n".join(lines)
+        return presentation.describe(self.params.profile, self.budget, self.recipe, self.config, self.accel.device)
 
     def budget_note(self) -> str:
         """How far the numbers of this profile can be trusted, for a notebook's conclusion."""
-        if self.params.profile == "gpu":
-            return (f"*Full-data result of the `gpu` profile ({len(self.budget.seeds)} seeds); an effect is called "
-                    "supported or not only where its 95% CI excludes zero.*")
-        return (f"*Small-budget result (profile `{self.params.profile}`: {self.budget.train_size} images x "
-                f"{self.budget.epochs} epochs, {len(self.budget.seeds)} seeds). It tests the claim at this budget "
-                "only; 'inconclusive' means the 95% CI over seeds holds zero, not that the effect is absent. The "
-                "`gpu` profile gives the full-data answer.*")
+        return presentation.budget_note(self.params.profile, self.budget)
 
     # ------------------------------------------------------------------ outputs
     def save_figure(self, fig, name: str) -> None:
@@ -696,54 +485,16 @@ class Stage:
 
     def log_metrics(self, **values: Any) -> None:
         """Stage-level numbers that are not per variant (e.g. split sizes)."""
-        self.live.summary.update(_finite(values))
-        self.live.make_summary()
+        self.store.log(**values)
 
     def finish(self) -> dict[str, Any]:
         """Write metrics.json, its headline numbers (``headline/<variant>.json``, what ``dvc metrics
         show`` prints) and ``predictions.json`` for good and drop the resume checkpoints of this
         stage."""
-        self._write_results()
-        self.live.end()
+        metrics = self.store.finish()
         shutil.rmtree(self.resume_dir, ignore_errors=True)
-        metrics = json.loads((self.out_dir / "metrics.json").read_text())
-        if headline(metrics):  # a stage of models (data_overview has none)
-            write_headline(self.out_dir, metrics)
         return metrics
-
-    def _write_results(self) -> None:
-        """metrics.json and predictions.json as the results stand now."""
-        if self.results:
-            atomic_write_text(self.out_dir / PREDICTIONS_FILE, json.dumps(self.predictions(), sort_keys=True))
-        self.live.make_summary()
-
-    def predictions(self) -> dict[str, Any]:
-        """Every seed's predicted class per test image, per variant, with the images' classes (one
-        character per image, base 36): what a paired bootstrap over seeds and test images needs
-        (:func:`resnet_review.stats.paired_bootstrap`)."""
-        def chars(labels) -> str:
-            return "".join(BASE36[int(i)] for i in labels)
-
-        variants = {}
-        for name, result in self.results.items():
-            runs = [r for r in result.runs if r.test.predicted is not None]
-            if runs:
-                variants[name] = {"targets": chars(runs[0].test.targets),
-                                  "seeds": {str(r.seed): chars(r.test.predicted) for r in runs}}
-        return {"format": "per variant: the test images' classes and each seed's predicted classes, one base-36 "
-                          "character per image, in the order of the test set", "variants": variants}
 
     def table(self):
         """Mean ± 95% CI of the headline metrics of every variant run so far, as a DataFrame."""
-        import pandas as pd
-
-        rows = []
-        for name, result in self.results.items():
-            row = {"variant": name}
-            for metric in ("test_acc", "test_macro_f1", "train_val_gap"):
-                est = result.estimate(metric)
-                row[metric] = str(est)
-            if result.profile:
-                row |= {k: round(v, 3) for k, v in result.profile.scalars().items() if k != "threads"}
-            rows.append(row)
-        return pd.DataFrame(rows).set_index("variant")
+        return presentation.results_table(self.results)

@@ -36,7 +36,7 @@ from .engine import Accel, FitResult, Run, training_fingerprint
 from .storage import atomic_save, atomic_write_text
 
 # modules of the package that only read, measure or show results: changing one retrains nothing
-PRESENTATION = ("plots.py", "report.py", "results.py", "claims.py", "campaign.py")
+PRESENTATION = ("plots.py", "report.py", "results.py", "runs.py", "presentation.py", "claims.py", "campaign.py")
 PACKAGE = Path(__file__).resolve().parent
 
 

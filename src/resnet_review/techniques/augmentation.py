@@ -26,7 +26,8 @@ from ..config import (
 )
 from ..data import AUGMENTATIONS, MEAN, STD
 from ..engine import BatchTransform, fit, synchronize
-from ..experiment import Stage, VariantResult
+from ..experiment import Stage
+from ..runs import VariantResult
 
 
 # --------------------------------------------------------------------------- params

@@ -28,7 +28,8 @@ from ..config import (
     register_stage_schema,
 )
 from ..engine import LossFn
-from ..experiment import Stage, VariantResult
+from ..experiment import Stage
+from ..runs import VariantResult
 
 
 # --------------------------------------------------------------------------- params

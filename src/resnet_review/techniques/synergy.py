@@ -35,8 +35,9 @@ from ..config import (
     register_stage_schema,
     scaled_epochs,
 )
-from ..experiment import Comparable, SeedSeries, Stage, VariantResult, per_seed
+from ..experiment import Stage
 from ..results import pareto_front
+from ..runs import Comparable, SeedSeries, VariantResult, per_seed
 from ..stats import VERDICTS, Estimate, verdict
 from .augmentation import AugmentVariant, stage_augmentation
 from .compression import PruneTarget, int8_run, load_compressed, prune_run
