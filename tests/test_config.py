@@ -7,6 +7,7 @@ from pydantic import Field
 from resnet_review import config
 from resnet_review.config import (
     ParamsError,
+    Paths,
     StageParams,
     load_params,
     register_stage_schema,
@@ -147,3 +148,9 @@ def test_a_registered_schema_validates_its_section_and_a_second_one_is_refused(r
         register_stage_schema("my_technique", OtherParams)
     with pytest.raises(TypeError, match="must subclass StageParams"):
         register_stage_schema("elsewhere", dict)
+
+
+def test_errors_name_a_stage_as_dvc_repro_knows_it(paths, tmp_path):
+    assert [paths.dvc_stage(s) for s in ("se", "teacher", "hff", "baseline", "pruning")] == [
+        "technique@se", "standalone@teacher", "novel@hff", "baseline", "pruning"]
+    assert Paths(tmp_path).dvc_stage("se") == "se"  # no dvc.yaml: the name as given

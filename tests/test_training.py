@@ -102,7 +102,7 @@ def test_each_student_learns_from_its_own_seeds_teacher(paths, tmp_path, monkeyp
                          distillation={"temperature": 3.0, "alpha": 0.5, "variants": {
                              "s18": {"model": "resnet18", "alpha": 0.8,
                                      "scratch": {"stage": "teacher", "variant": "t18"}}}})
-    with pytest.raises(FileNotFoundError, match="dvc repro teacher"):
+    with pytest.raises(FileNotFoundError, match="run `dvc repro standalone@teacher` first"):
         distill_technique.teacher_of(stages["distillation"])
     stages["teacher"].run_variants()
     stages["teacher"].finish()

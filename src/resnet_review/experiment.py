@@ -109,7 +109,7 @@ class Stage:
         self.figures_dir = self.out_dir / "figures"
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         self.store = StageStore(self.out_dir, stage=name, profile=self.params.profile, budget=self.budget,
-                                version=__version__)
+                                version=__version__, dvc_stage=self.paths.dvc_stage)
         self.results: dict[str, VariantResult] = self.store.results  # every variant run so far
         self.claims: dict[str, dict[str, Any]] = {}
         self._splits: dict[tuple[float, int, str], Splits] = {}
@@ -309,7 +309,7 @@ class Stage:
         path = self.models_dir.parent / stage / variant / f"seed{seed}.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: stage '{stage}' has no weights of '{variant}' for seed {seed}; "
-                                    f"run `dvc repro {stage}` first")
+                                    f"run `dvc repro {self.paths.dvc_stage(stage)}` first")
         return path
 
     def load_trained(self, stage: str = "baseline", variant: str = "resnet50", seed: int = 0, *,

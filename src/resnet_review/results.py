@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,11 @@ class StageStore:
     """The result files of stage ``stage`` under ``out_dir``, and the metrics of its siblings
     (``out_dir.parent/<other>/metrics.json``) under the same ``profile`` and ``budget``."""
 
-    def __init__(self, out_dir: Path, *, stage: str, profile: str, budget: Budget, version: str):
+    def __init__(self, out_dir: Path, *, stage: str, profile: str, budget: Budget, version: str,
+                 dvc_stage: Callable[[str], str] = str):
         self.out_dir, self.stage, self.profile, self.budget = out_dir, stage, profile, budget
         self.version = version
+        self.dvc_stage = dvc_stage  # a stage's name for `dvc repro` (Paths.dvc_stage), for the errors
         self.results: dict[str, VariantResult] = {}
         self._live: Live | None = None
 
@@ -252,7 +255,7 @@ class StageStore:
         """Path and content of another stage's metrics.json beside this stage's, or a clear error."""
         path = self.out_dir.parent / stage / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
+            raise FileNotFoundError(f"{path} not found: run `dvc repro {self.dvc_stage(stage)}` first")
         return path, json.loads(path.read_text())
 
     def block(self, stage: str, variant: str) -> dict[str, Any]:
@@ -270,5 +273,6 @@ class StageStore:
         if theirs is not None and theirs != mine:
             changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise ValueError(f"{path} was produced with another '{self.profile}' budget (differs in "
-                             f"{', '.join(changed)}); re-run `dvc repro {stage}` so both use the same one")
+                             f"{', '.join(changed)}); re-run `dvc repro {self.dvc_stage(stage)}` so both use the "
+                             "same one")
         return data[variant]
