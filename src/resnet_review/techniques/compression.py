@@ -18,6 +18,8 @@ step), evaluation through the one evaluator, cost through the one profiler.
 * :func:`load_compressed` rebuilds a saved compressed model from its plain ``state_dict``
   (``weights_only=True``): a structurally pruned one by resizing the dense architecture's layers
   to the saved shapes, an int8 one by converting an untrained copy and loading into it.
+* :class:`PruningParams`, :class:`QuantisationParams`: the ``pruning`` and ``quantisation``
+  sections of params.yaml; :func:`run_pruning`, :func:`run_quantisation`: notebooks 12 and 13.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Each row of Table 1 becomes a measurement on the same data, budget and seeds as 
 * speed: CPU latency and throughput against batch size, and training memory against batch size
   (:func:`batch_sweep`, no training).
 
-:func:`table1` writes the table back with a measured column.
+:func:`table1` writes the table back with a measured column. :class:`LimitationsParams` is the
+``limitations`` section of params.yaml.
 """
 
 from __future__ import annotations

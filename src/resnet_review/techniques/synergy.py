@@ -14,6 +14,7 @@ stage's ResNet50 on 10% for 5x the epochs), read, not retrained, as the cell wit
   fine-tune on the cell's images by the cell's own techniques, and both; speed-ups side by side.
 * The accuracy against CPU-latency Pareto front of every cell, compressed model and the baseline
   (:func:`resnet_review.results.pareto_front`).
+* :class:`SynergyParams`: the ``synergy`` section of params.yaml; :func:`run_synergy`: notebook 17.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ A user with a real pretrained checkpoint (e.g. ImageNet weights of timm's ``resn
 Its 3-channel stem is converted for the project's grey images with timm's ``adapt_input_conv``
 (the RGB filters summed) and its classifier is replaced (``pretrained_exclude``); every other
 tensor must match the model by name and shape, or loading stops with the tensor named.
+
+:class:`TransferParams` is the ``transfer`` section of params.yaml; :func:`run_transfer` its stage
+(notebook 10).
 """
 
 from __future__ import annotations

@@ -10,10 +10,12 @@ the retrained best recipe (:func:`run_tuning`, over every seed) is evaluated on 
 The study lives in a database, by default ``sqlite:///<models_dir>/hparam_tuning/study.db``
 beside the stage's weights; the ``storage`` param takes any SQLAlchemy URL instead, so several
 machines can work on one study. :func:`run_study` runs only the trials still missing, so an
-interrupted study resumes where it stopped. ``dvc repro`` deletes the stage's outputs, the
-default database with them, before it re-runs the stage: it starts a fresh study unless
-``storage`` points outside ``models/``; re-running the notebook or ``python -m
-resnet_review.pipeline ... --stage hparam_tuning`` resumes it.
+interrupted study resumes where it stopped; ``models/hparam_tuning`` is a ``persist: true``
+output, so a ``dvc repro`` resumes it too. The stage's own study is started afresh when its
+setup (search space, budget, seed) or the training code changed (:func:`open_study`); a shared
+one (``storage``) is refused then instead, since other machines' trials are not this run's to drop.
+
+:class:`TuningParams` is the ``hparam_tuning`` section of params.yaml.
 """
 
 from __future__ import annotations
