@@ -6,7 +6,14 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it takes about a second, which every process that
+    imports the package (the stage runner, the memory probe, a CLI) would pay for nothing."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ def mean_ci(values, confidence: float = 0.95) -> Estimate:
     mean = float(x.mean())
     if x.size < 2:
         return Estimate(mean, math.nan, math.nan, 1, confidence)
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return Estimate(mean, mean - half, mean + half, int(x.size), confidence)
 
 
@@ -54,7 +61,7 @@ def bootstrap_ci(correct, resamples: int = 1000, confidence: float = 0.95, seed:
     x = np.asarray(correct, dtype=float)
     if resamples == 0 or x.size < 2 or np.all(x == x[0]):
         return (float(x.mean()), float(x.mean())) if x.size else (math.nan, math.nan)
-    res = stats.bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=confidence,
+    res = _scipy_stats().bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=confidence,
                           method="percentile", random_state=np.random.default_rng(seed), vectorized=True)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -96,10 +103,10 @@ def p_value(effect: Estimate, null: float = 0.0) -> float:
     :func:`bh_adjust`."""
     if effect.n < 2 or math.isnan(effect.ci_low) or math.isnan(effect.ci_high):
         return math.nan
-    se = effect.half_width / float(stats.t.ppf(0.5 + effect.confidence / 2, df=effect.n - 1))
+    se = effect.half_width / float(_scipy_stats().t.ppf(0.5 + effect.confidence / 2, df=effect.n - 1))
     if se == 0:
         return 1.0 if effect.mean == null else 0.0
-    return float(2 * stats.t.sf(abs(effect.mean - null) / se, df=effect.n - 1))
+    return float(2 * _scipy_stats().t.sf(abs(effect.mean - null) / se, df=effect.n - 1))
 
 
 def bh_adjust(p_values) -> np.ndarray:
@@ -110,7 +117,7 @@ def bh_adjust(p_values) -> np.ndarray:
     q = np.full(p.shape, math.nan)
     known = ~np.isnan(p)
     if known.any():
-        q[known] = stats.false_discovery_control(p[known], method="bh")
+        q[known] = _scipy_stats().false_discovery_control(p[known], method="bh")
     return q
 
 
@@ -155,7 +162,7 @@ def paired_seeds_and_images(treatment, control, null: float = 0.0,
     se, mean = math.sqrt(var_seeds + var_images), float(per_seed.mean())
     # the seeds' degrees of freedom even where the images dominate: conservative, and the interval
     # always holds the seeds-only one (paired_difference) of the same data
-    dist = stats.t(df=n_seeds - 1) if n_seeds > 1 else stats.norm()
+    dist = _scipy_stats().t(df=n_seeds - 1) if n_seeds > 1 else _scipy_stats().norm()
     half = float(dist.ppf(0.5 + confidence / 2)) * se
     p = float(2 * dist.sf(abs(mean - null) / se)) if se > 0 else (1.0 if mean == null else 0.0)
     return Estimate(mean, mean - half, mean + half, n_seeds, confidence), p
