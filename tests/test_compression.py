@@ -4,12 +4,14 @@ and survive a save/reload with weights_only=True."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from resnet_review.config import Recipe
+from resnet_review.config import Recipe, load_params
 from resnet_review.engine import fit
 from resnet_review.evaluate import predict
 from resnet_review.models import build_model
@@ -18,6 +20,7 @@ from resnet_review.stats import Estimate, verdict
 from resnet_review.storage import atomic_save
 from resnet_review.techniques import compression
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = (torch.zeros(1, 1, 28, 28),)
 
 
@@ -50,6 +53,33 @@ def test_structured_pruning_meets_the_mac_target_and_still_trains(importance, am
     assert out.shape == (4, 10)
     out.logsumexp(1).mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_structured_pruning_stops_within_its_rounds():
+    model = resnet()
+    report = compression.prune_structured(model, EXAMPLE, 0.5, steps=10)
+    assert report.steps <= 10 and report.macs_reduction >= 0.5  # coarse rounds: the target met, in 10 at most
+
+
+def test_a_pruning_stage_prunes_in_the_rounds_its_profile_gives(monkeypatch, tiny_splits):
+    seen = []
+
+    def prune(model, example, amount, **kwargs):
+        seen.append(kwargs["steps"])
+        return compression.PruneReport(4, 2, 4, 2, kwargs["steps"])
+
+    monkeypatch.setattr(compression, "prune_structured", prune)
+    annotated = {}
+    stage = SimpleNamespace(splits=tiny_splits, budget=SimpleNamespace(batch_size=16),
+                            run=lambda name, build, **kwargs: SimpleNamespace(model=build(0)),
+                            annotate=lambda name, **values: annotated.update(values))
+    compression.prune_run(stage, "p50", lambda seed: resnet(), compression.PruneTarget(amount=0.5), epochs=0, info={},
+                          rounds=7)
+    assert seen == [7] and annotated["macs_reduction"] == 0.5
+    for profile, rounds in (("smoke", 25), ("cpu", 100), ("gpu", 100)):  # coarse steps for the check of the code
+        params = load_params(ROOT / "params.yaml", profile=profile)
+        assert params.stage("pruning").prune_rounds.under(profile) == rounds
+        assert params.stage("synergy").compress.prune_rounds.under(profile) == rounds
 
 
 def test_bad_pruning_requests_are_refused():

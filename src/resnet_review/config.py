@@ -44,6 +44,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PerProfile(Strict):
+    """One positive count per profile, for a stage setting whose cost must follow the profile's
+    budget (stage sections are shared by all profiles), e.g. ``{smoke: 2, cpu: 3, gpu: 24}``."""
+
+    smoke: int = Field(gt=0)
+    cpu: int = Field(gt=0)
+    gpu: int = Field(gt=0)
+
+    def under(self, profile: str) -> int:
+        return getattr(self, profile)
+
+
 def scaled_epochs(epochs: int, scale: float) -> int:
     """``epochs`` times ``scale``, rounded, at least 1 — or 0 when ``scale`` is 0 (a step that is
     switched off, e.g. no quantisation-aware fine-tuning)."""

@@ -40,6 +40,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..config import (
     Budget,
+    PerProfile,
     PlannedRun,
     SourceModel,
     StageParams,
@@ -63,6 +64,11 @@ class PruneTarget(Strict):
         None, description="the profiles this target runs under (default: all), as for a stage's variants")
 
 
+# the rounds of a structured pruning under every profile: fine steps of the channel ratio, so that
+# the target is met closely (smoke, a check of the code, may take coarser ones)
+PROFILE_ROUNDS = PerProfile(smoke=100, cpu=100, gpu=100)
+
+
 @register_stage_schema("pruning")
 class PruningParams(StageParams):
     source: SourceModel = SourceModel()
@@ -70,6 +76,8 @@ class PruningParams(StageParams):
                                          "multiple of the profile's epochs (0: none; at least 1 otherwise)")
     taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
     round_to: int | None = Field(None, gt=0, description="keep channel counts multiples of this")
+    prune_rounds: PerProfile = Field(PROFILE_ROUNDS, description="rounds a structured pruning's channel ratio "
+                                     "rises in, up to max_channel_ratio; it stops at the first that meets the target")
     targets: dict[str, PruneTarget] = Field(default_factory=dict)
 
     def targets_under(self, profile: str) -> dict[str, PruneTarget]:
@@ -375,10 +383,11 @@ def training_batches(train, batch_size: int, count: int, seed: int) -> list[Batc
 
 
 def prune_run(stage: Stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
-              splits=None, taylor_batches: int = 4, round_to: int | None = None, **run_kwargs):
+              splits=None, taylor_batches: int = 4, round_to: int | None = None, rounds: int = 100, **run_kwargs):
     """:meth:`~resnet_review.experiment.Stage.run` of ``source(seed)`` pruned to ``target`` (a
     :class:`~PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
-    (default the stage's), with what the pruning achieved (sparsity; MACs and parameters removed)
+    (default the stage's), in ``rounds`` rounds of :func:`prune_structured` (structured targets), with
+    what the pruning achieved (sparsity; MACs and parameters removed)
     written beside its metrics. ``run_kwargs`` go to ``Stage.run`` (recipe, hooks)."""
     splits = splits or stage.splits
     example = tuple(x[:1] for x in splits.train.inputs)
@@ -391,7 +400,7 @@ def prune_run(stage: Stage, name: str, source: Callable[[int], nn.Module], targe
         batches = (training_batches(splits.train, stage.budget.batch_size, taylor_batches, seed)
                    if target.importance == "taylor" else None)
         reports.append(prune_structured(model, example, target.amount, importance=target.importance,
-                                        batches=batches, round_to=round_to))
+                                        batches=batches, round_to=round_to, steps=rounds))
         return model
 
     finalize = remove_masks if target.method == "unstructured" else None
@@ -445,7 +454,8 @@ def run_pruning(stage: Stage) -> dict:
               file=sys.stderr)
     for name, target in targets.items():
         results[name] = prune_run(stage, name, source, target, epochs=epochs, info=base,
-                                  taylor_batches=cfg.taylor_batches, round_to=cfg.round_to)
+                                  taylor_batches=cfg.taylor_batches, round_to=cfg.round_to,
+                                  rounds=cfg.prune_rounds.under(stage.params.profile))
     return results
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..config import (
     Budget,
     ParamsError,
+    PerProfile,
     PlannedRun,
     SourceModel,
     Strict,
@@ -41,7 +42,7 @@ from ..results import pareto_front
 from ..runs import Comparable, SeedSeries, VariantResult, per_seed
 from ..stats import VERDICTS, Estimate, verdict
 from .augmentation import AugmentVariant, stage_augmentation
-from .compression import PruneTarget, int8_run, load_compressed, prune_run
+from .compression import PROFILE_ROUNDS, PruneTarget, int8_run, load_compressed, prune_run
 from .distillation import DistillationParams, distillation_hooks, seed_teachers
 
 
@@ -73,6 +74,8 @@ class SynergyCompression(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="recipe overrides of the fine-tune")
     pruned_int8: bool = Field(True, description="quantise the pruned models too")
     taylor_batches: int = Field(4, gt=0, description="training batches whose gradients rank channels (taylor)")
+    prune_rounds: PerProfile = Field(PROFILE_ROUNDS, description="rounds of the structured pruning (as in "
+                                     "the pruning stage)")
 
     _check_train = field_validator("train")(check_recipe_overrides)
 
@@ -261,6 +264,7 @@ def compress_cell(stage: Stage, teacher) -> dict[str, VariantResult]:
     recipe = v.recipe(stage.recipe).model_copy(update=cfg.train)
     out[pruned] = prune_run(stage, pruned, source, cfg.prune, epochs=epochs, splits=splits, recipe=recipe,
                             info=info | {"finetune_epochs": epochs}, taylor_batches=cfg.taylor_batches,
+                            rounds=cfg.prune_rounds.under(stage.params.profile),
                             **cell_hooks(stage, source_name, teacher))
     if cfg.pruned_int8:
         weights = {r.seed: r.weights_path for r in out[pruned].runs}

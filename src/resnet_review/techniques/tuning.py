@@ -40,6 +40,7 @@ from ..config import (
     Budget,
     Optimizer,
     ParamsError,
+    PerProfile,
     PlannedRun,
     Recipe,
     SourceModel,
@@ -117,14 +118,6 @@ class SearchSpace(Strict):
         return self
 
 
-class PerProfile(Strict):
-    """One positive count per profile (stage sections are shared by all profiles)."""
-
-    smoke: int = Field(gt=0)
-    cpu: int = Field(gt=0)
-    gpu: int = Field(gt=0)
-
-
 class PrunerParams(Strict):
     """Optuna's MedianPruner on per-epoch validation accuracy."""
 
@@ -178,7 +171,7 @@ class TuningParams(StageParams):
     def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
         """The study's trials (one seed each, every epoch; pruned trials stop earlier: an upper
         bound) and the best recipe retrained over the profile's seeds."""
-        trials = getattr(self.n_trials, profile)
+        trials = self.n_trials.under(profile)
         return [self._model_run("trials", budget, seeds=trials), self._model_run("tuned", budget)]
 
     @field_validator("storage")
@@ -255,7 +248,7 @@ def first_prunable_epoch(stage: Stage) -> int:
 
 def n_trials(stage: Stage) -> int:
     """The finished trials the study should hold under the stage's profile."""
-    return getattr(stage.config.n_trials, stage.params.profile)
+    return stage.config.n_trials.under(stage.params.profile)
 
 
 def storage_url(stage: Stage) -> str:
