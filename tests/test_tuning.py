@@ -285,6 +285,26 @@ def test_one_worker_draws_exactly_what_tpe_draws(raw, paths, tmp_path):
                                                                                                n_startup_trials=4))
 
 
+def test_an_sqlite_study_lets_one_worker_at_a_time_read_and_claim_a_trial(tmp_path):
+    """A transaction on the study's SQLite file holds the write lock from its start, so that two
+    workers cannot both read an enqueued trial as WAITING and both run it."""
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = tuning.serialised_sqlite(optuna.storages.RDBStorage(url))
+    second = tuning.serialised_sqlite(optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.2}}))
+    with first.engine.connect() as holder:
+        holder.begin()
+        holder.execute(sqlalchemy.text("SELECT count(*) FROM trials")).scalar()  # a read: with the lock already
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+            with second.engine.connect() as other:
+                other.begin()
+        holder.rollback()
+    with second.engine.connect() as other:  # free again once the first transaction ends
+        other.begin()
+        assert other.execute(sqlalchemy.text("SELECT count(*) FROM trials")).scalar() == 0
+
+
 WORKER = r"""
 import json, sys, time
 from pathlib import Path

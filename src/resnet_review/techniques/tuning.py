@@ -276,14 +276,40 @@ def study_storage(stage: Stage, attempts: int = 5) -> optuna.storages.RDBStorage
             else:
                 retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=beat.max_retry)}
             options = {"heartbeat_interval": beat.interval_s, "grace_period": beat.grace_period_s, **retry}
+        else:  # writers wait for each other's transactions (the default is 5 s)
+            options = {"engine_kwargs": {"connect_args": {"timeout": 60}}}
         for attempt in range(attempts):
             try:
-                return optuna.storages.RDBStorage(url, **options)
+                storage = optuna.storages.RDBStorage(url, **options)
+                return serialised_sqlite(storage) if url.startswith("sqlite") else storage
             except (IntegrityError, OperationalError):
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def serialised_sqlite(storage: optuna.storages.RDBStorage) -> optuna.storages.RDBStorage:
+    """``storage`` (an SQLite file) with every transaction taking the write lock when it begins.
+
+    SQLite ignores the row lock Optuna asks for when a worker claims a WAITING trial (an enqueued
+    recipe, a retried one): two workers reading it WAITING at the same instant would both run it,
+    and the second to finish fails ("Trial#0 has already finished"). ``BEGIN IMMEDIATE`` makes the
+    read and the claim one step (SQLAlchemy's recipe for serialisable pysqlite transactions)."""
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None  # the driver leaves BEGIN to the listener below
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners close; new ones get them
+    return storage
 
 
 def shown_url(url: str) -> str:
