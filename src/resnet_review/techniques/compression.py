@@ -383,7 +383,7 @@ def training_batches(train, batch_size: int, count: int, seed: int) -> list[Batc
 
 
 def prune_run(stage: Stage, name: str, source: Callable[[int], nn.Module], target, *, epochs: int, info: dict,
-              splits=None, taylor_batches: int = 4, round_to: int | None = None, rounds: int = 100, **run_kwargs):
+              rounds: int, splits=None, taylor_batches: int = 4, round_to: int | None = None, **run_kwargs):
     """:meth:`~resnet_review.experiment.Stage.run` of ``source(seed)`` pruned to ``target`` (a
     :class:`~PruneTarget`) and fine-tuned for ``epochs`` on ``splits``
     (default the stage's), in ``rounds`` rounds of :func:`prune_structured` (structured targets), with

@@ -265,10 +265,11 @@ def study_storage(stage: Stage, attempts: int = 5) -> optuna.storages.RDBStorage
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     url = storage_url(stage)
+    sqlite = url.startswith("sqlite")
     options: dict[str, Any] = {}
     with warnings.catch_warnings():  # the heartbeat is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if not url.startswith("sqlite"):
+        if not sqlite:
             beat = stage.config.heartbeat
             if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 names it so
                 retry = {"heartbeat_stale_trial_callback":
@@ -281,7 +282,7 @@ def study_storage(stage: Stage, attempts: int = 5) -> optuna.storages.RDBStorage
         for attempt in range(attempts):
             try:
                 storage = optuna.storages.RDBStorage(url, **options)
-                return serialised_sqlite(storage) if url.startswith("sqlite") else storage
+                return serialised_sqlite(storage) if sqlite else storage
             except (IntegrityError, OperationalError):
                 if attempt == attempts - 1:
                     raise
