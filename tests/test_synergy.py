@@ -14,7 +14,13 @@ from resnet_review.config import ParamsError, validate_params
 from resnet_review.experiment import Stage
 from resnet_review.results import comparable_budget, pareto_front
 from resnet_review.stats import Estimate
-from resnet_review.techniques.synergy import check_control, combination, factorial_table
+from resnet_review.techniques.synergy import (
+    check_control,
+    combination,
+    compress_cell,
+    compression_table,
+    factorial_table,
+)
 
 
 def test_the_pareto_front_keeps_the_non_dominated_points_and_ties():
@@ -126,3 +132,28 @@ def test_cells_must_share_the_data_regime_of_their_control(paths, tmp_path):
         check_control(stage)
     write_control(stage, train_fraction=0.1, epochs=epochs)
     assert check_control(stage) == {"seed": [0, 1], "test_acc": [0.61, 0.63]}
+
+
+def test_the_pruned_cell_is_judged_against_the_cell_fine_tuned_alike(paths, tmp_path):
+    """The compressed cell's models: int8 against the cell as trained; pruned (and pruned int8)
+    against the cell fine-tuned for the same epochs, on the same images, without pruning."""
+    small = {"model": "resnet10t", "train_fraction": 0.5, "epochs_scale": 1}
+    stage = synergy_stage(paths, tmp_path, seeds=(0,), model="resnet10t", steps=["se", "full"],
+                          variants={n: small for n in ("se", "randaugment", "se_randaugment", "full")})
+    stage.run_variant("full")
+    compressed, controls = compress_cell(stage, teacher=None)
+    assert controls == {"full_finetuned": "full", "full_int8": "full", "full_pruned50": "full_finetuned",
+                        "full_pruned50_int8": "full_finetuned"}
+    assert list(compressed) == list(controls)
+    dense, pruned = compressed["full_finetuned"], compressed["full_pruned50"]
+    for key in ("source", "finetune_epochs", "train_images"):  # the same footing, so the claims compare them
+        assert dense.info[key] == pruned.info[key]
+    assert dense.info["finetune_epochs"] >= 1
+    assert [r.fit.epochs_completed for r in dense.runs] == [r.fit.epochs_completed for r in pruned.runs] == [
+        dense.info["finetune_epochs"]]
+    table = compression_table(stage, "full", controls, pd.DataFrame(
+        {"latency_same_run_cpu_b1_ms": 1.0}, index=["full", *controls]))
+    assert table.loc["full_pruned50", "compared_with"] == "full_finetuned"
+    assert table.loc["full_pruned50", "change"] == pytest.approx(
+        pruned.estimate("test_acc").mean - dense.estimate("test_acc").mean)
+    assert table.loc["full", "compared_with"] == "" and table.loc["full", "change"] == 0.0

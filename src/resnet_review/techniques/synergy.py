@@ -12,6 +12,8 @@ stage's ResNet50 on 10% for 5x the epochs), read, not retrained, as the cell wit
 * A step-wise path (``steps``): techniques added one at a time, each step's gain over the last.
 * One cell compressed (``compress``): int8 post-training quantisation, structured pruning with a
   fine-tune on the cell's images by the cell's own techniques, and both; speed-ups side by side.
+  The pruned models are judged against the cell fine-tuned alike without pruning
+  (``<source>_finetuned``), so that the extra epochs are not counted as pruning's.
 * The accuracy against CPU-latency Pareto front of every cell, compressed model and the baseline
   (:func:`resnet_review.results.pareto_front`).
 * :class:`SynergyParams`: the ``synergy`` section of params.yaml; :func:`run_synergy`: notebook 17.
@@ -47,6 +49,11 @@ from .distillation import DistillationParams, distillation_hooks, seed_teachers
 
 
 # --------------------------------------------------------------------------- params
+def dense_finetuned(source: str) -> str:
+    """The compressed cell fine-tuned without pruning: the pruned models' control."""
+    return f"{source}_finetuned"
+
+
 class SynergyVariant(AugmentVariant):
     """A cell of the synergy design: a :class:`Variant` with its augmentations (RandAugment etc.
     with the augmentation stage's settings) and, with ``distill``, the distillation loss."""
@@ -95,8 +102,8 @@ class SynergyParams(DistillationParams):
     variants: dict[str, SynergyVariant] = Field(default_factory=dict)
 
     def training_runs(self, budget: "Budget", profile: str) -> list[PlannedRun]:
-        """Every cell (a distilled one with its teacher's forward passes) and the pruned last cell's
-        fine-tune on that cell's images."""
+        """Every cell (a distilled one with its teacher's forward passes) and the compressed cell's two
+        fine-tunes on that cell's images (pruned, and dense as their control)."""
         cells = self.planned_variants(profile)
         runs = [self._variant_run(n, v, budget, teacher_from=self.teacher.stage if v.distill else None)
                 for n, v in cells.items()]
@@ -104,7 +111,8 @@ class SynergyParams(DistillationParams):
         if source is not None:
             cell = self._variant_run("pruned_finetuned", source, budget,
                                      teacher_from=self.teacher.stage if source.distill else None)
-            runs.append(replace(cell, epochs=scaled_epochs(cell.epochs, self.compress.finetune_epochs_scale)))
+            finetune = replace(cell, epochs=scaled_epochs(cell.epochs, self.compress.finetune_epochs_scale))
+            runs += [replace(finetune, variant=dense_finetuned(self.compress.source)), finetune]
         return runs
 
     @model_validator(mode="after")
@@ -243,10 +251,13 @@ def steps_table(stage: Stage, control: Comparable, results: dict[str, VariantRes
     return pd.DataFrame(rows).set_index("step")
 
 
-def compress_cell(stage: Stage, teacher) -> dict[str, VariantResult]:
+def compress_cell(stage: Stage, teacher) -> tuple[dict[str, VariantResult], dict[str, str]]:
     """The ``compress.source`` cell's trained models, per seed: int8 (post-training, calibrated
     on the cell's training images), structurally pruned and fine-tuned on the cell's images with
-    the cell's own techniques, and (``pruned_int8``) the pruned ones quantised too."""
+    the cell's own techniques, and (``pruned_int8``) the pruned ones quantised too; beside them
+    ``<source>_finetuned``, the cell fine-tuned alike without pruning. Returns the models and,
+    for each, the variant it is compared with: the cell for int8 and the dense fine-tune, the
+    dense fine-tune for what was pruned (both sides get the same extra epochs)."""
     cfg = stage.config.compress
     source_name, v = cfg.source, stage.config.variants[cfg.source]
     splits = stage.splits_for(v.train_fraction, v.img_size, v.view)
@@ -256,38 +267,44 @@ def compress_cell(stage: Stage, teacher) -> dict[str, VariantResult]:
         return stage.load_trained(stage.name, source_name, seed, model=model, **v.model_kwargs)
 
     info = {"source": f"{stage.name}/{source_name}", "train_images": len(splits.train)}
-    out = {f"{source_name}_int8": int8_run(stage, f"{source_name}_int8", source, splits=splits,
+    epochs = scaled_epochs(stage.variant_epochs(source_name), cfg.finetune_epochs_scale)
+    recipe = v.recipe(stage.recipe).model_copy(update=cfg.train)
+    finetune = {"epochs": epochs, "splits": splits, "recipe": recipe, **cell_hooks(stage, source_name, teacher)}
+    dense = dense_finetuned(source_name)
+    out = {dense: stage.run(dense, source, info=info | {"finetune_epochs": epochs, "method": "none",
+                                                         "amount": 0.0}, **finetune),
+           f"{source_name}_int8": int8_run(stage, f"{source_name}_int8", source, splits=splits,
                                            calibration_batches=cfg.calibration_batches,
                                            info=info | {"precision": "int8", "method": "ptq"})}
     pruned = f"{source_name}_pruned{cfg.prune.amount * 100:.0f}"
-    epochs = scaled_epochs(stage.variant_epochs(source_name), cfg.finetune_epochs_scale)
-    recipe = v.recipe(stage.recipe).model_copy(update=cfg.train)
-    out[pruned] = prune_run(stage, pruned, source, cfg.prune, epochs=epochs, splits=splits, recipe=recipe,
-                            info=info | {"finetune_epochs": epochs}, taylor_batches=cfg.taylor_batches,
-                            rounds=cfg.prune_rounds.under(stage.params.profile),
-                            **cell_hooks(stage, source_name, teacher))
+    out[pruned] = prune_run(stage, pruned, source, cfg.prune, info=info | {"finetune_epochs": epochs},
+                            taylor_batches=cfg.taylor_batches,
+                            rounds=cfg.prune_rounds.under(stage.params.profile), **finetune)
+    controls = {dense: source_name, f"{source_name}_int8": source_name, pruned: dense}
     if cfg.pruned_int8:
         weights = {r.seed: r.weights_path for r in out[pruned].runs}
-        dense = stage.model_factory(model, splits=splits, **v.model_kwargs)
+        build = stage.model_factory(model, splits=splits, **v.model_kwargs)
 
         def pruned_model(seed: int) -> nn.Module:
-            return load_compressed(weights[seed], dense).to(stage.accel.device)
+            return load_compressed(weights[seed], build).to(stage.accel.device)
 
         out[f"{pruned}_int8"] = int8_run(stage, f"{pruned}_int8", pruned_model, splits=splits,
                                          calibration_batches=cfg.calibration_batches,
                                          info=info | {"source": f"{stage.name}/{pruned}", "precision": "int8",
                                                       "method": "ptq"})
-    return out
+        controls[f"{pruned}_int8"] = dense
+    return out, controls
 
 
-def compression_table(stage: Stage, source: str, compressed: list[str], latency: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy, its change from ``source`` (paired, 95% CI), cost and side-by-side speed-ups."""
+def compression_table(stage: Stage, source: str, controls: dict[str, str], latency: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, its change from each model's control (``controls``: paired by seed, 95% CI),
+    cost and side-by-side speed-ups over ``source``."""
     rows = []
-    for name in [source, *compressed]:
-        result = stage.results[name]
-        change, _ = stage.effect(result, stage.results[source]) if name != source else (None, None)
+    for name in [source, *controls]:
+        result, control = stage.results[name], controls.get(name)
+        change, _ = stage.effect(result, stage.results[control]) if control else (None, None)
         prof = result.profile.scalars() if result.profile else {}
-        rows.append({"variant": name, "test_acc": result.estimate("test_acc").mean,
+        rows.append({"variant": name, "compared_with": control or "", "test_acc": result.estimate("test_acc").mean,
                      "change": change.mean if change else 0.0, "change_ci_low": change.ci_low if change else None,
                      "change_ci_high": change.ci_high if change else None,
                      **{k: prof.get(k) for k in ("gmacs", "params_m", "checkpoint_mb")},
@@ -316,6 +333,7 @@ class Synergy:
     combination: str | None
     steps: pd.DataFrame
     compression: pd.DataFrame
+    compressed: list[str]
     speedups: dict[str, dict[str, Estimate]]
     pareto: pd.DataFrame
 
@@ -335,9 +353,10 @@ def run_synergy(stage: Stage) -> Synergy:
         factorial, interaction, combined = factorial_table(stage, control, results[f.first], results[f.second],
                                                            results[f.both], (f.first, f.second))
     steps = steps_table(stage, control, results)
-    compressed = compress_cell(stage, teacher)
+    compressed, controls = compress_cell(stage, teacher)
     latency, speedups = stage.compare_latency(cfg.compress.source, [cfg.compress.source, *compressed])
-    compression = compression_table(stage, cfg.compress.source, list(compressed), latency)
+    compression = compression_table(stage, cfg.compress.source, controls, latency)
     stage.log_metrics(combination=combined, teacher=teacher_name)
     return Synergy({**results, **compressed}, control, teacher_name, factorial, interaction, combined, steps,
-                   compression, speedups, front_frame(stage))
+                   compression, [n for n in compressed if n != dense_finetuned(cfg.compress.source)],
+                   speedups, front_frame(stage))
