@@ -41,7 +41,7 @@ def test_hff_refuses_unknown_levels():
         HFFSENet(levels=(0, 5))
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"shared": False}, {"fusion": "late"}])
+@pytest.mark.parametrize("kwargs", [{}, {"shared": False}, {"fusion": "late"}, {"nonlinear": True}])
 def test_mmff_output_depends_on_both_inputs(kwargs):
     model = build_model("mmff_resnet50", num_classes=10, in_chans=1, **kwargs).eval()
     x1, x2 = torch.randn(4, 1, 14, 28), torch.randn(4, 1, 14, 28)
@@ -69,6 +69,17 @@ def test_mmff_gradients_reach_both_backbones_and_the_fusion_block():
         assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_the_printed_fusion_block_is_affine_and_the_nonlinear_one_is_not(nonlinear):
+    block = MultiModalFeatureFusion(8, 8, 4, nonlinear=nonlinear).eval()
+    a, b, c, d = (torch.randn(2, 8, 3, 3) for _ in range(4))
+    with torch.no_grad():
+        zero = block(torch.zeros_like(a), torch.zeros_like(b))
+        added = block(a + c, b + d) - zero
+        summed = (block(a, b) - zero) + (block(c, d) - zero)
+    assert torch.allclose(added, summed, atol=1e-5) is not nonlinear
+
+
 def test_mismatched_pairs_get_a_clear_error():
     model = build_model("mmff_resnet50")
     with pytest.raises(ValueError, match=r"batch sizes differ \(4 vs 3\)"):
@@ -79,6 +90,8 @@ def test_mismatched_pairs_get_a_clear_error():
         MultiModalFeatureFusion(8, 8, 4)(torch.randn(2, 8, 3, 3), torch.randn(2, 8, 2, 2))
     with pytest.raises(ValueError, match="fusion must be 'mid'"):
         build_model("mmff_resnet50", fusion="early")
+    with pytest.raises(ValueError, match="nonlinear applies to the mid-level fusion block"):
+        build_model("mmff_resnet50", fusion="late", nonlinear=True)
 
 
 def test_mmff_backbone_loads_a_local_checkpoint_instead_of_downloading(tmp_path):

@@ -33,7 +33,8 @@ The fused head as printed is linear: two 1x1 convolutions with no activation bet
 average pooling and a linear layer, so it computes the same class of functions as a linear
 classifier on the two pooled feature vectors, i.e. the late-fusion control's function class up
 to how the logits are combined. Whatever M-MFF gains over late fusion here comes from training,
-not from a richer fusion.
+not from a richer fusion; ``nonlinear=True`` (batch norm and ReLU after each 1x1 convolution) is
+the ablation with a head that is not linear.
 
 Faithful to the figure: *one* backbone is shared by both inputs (``shared=True``), each
 2048-channel map is reduced to 256 by a 1x1 convolution, the two are concatenated, fused 512→256
@@ -55,13 +56,23 @@ from .registry import load_pretrained, register_model
 
 
 class MultiModalFeatureFusion(nn.Module):
-    """The review's fusion block: 1x1 reduce each modality to ``channels``, concatenate, 1x1 fuse."""
+    """The review's fusion block: 1x1 reduce each modality to ``channels``, concatenate, 1x1 fuse.
 
-    def __init__(self, in_channels1: int, in_channels2: int, channels: int = 256):
+    As printed the block is linear. ``nonlinear`` (not the review's) follows each of the three
+    1x1 convolutions with batch norm and ReLU, so that the head can compute what a linear map of
+    the two pooled features cannot: the ablation that tells the fusion's function class from its
+    training."""
+
+    def __init__(self, in_channels1: int, in_channels2: int, channels: int = 256, *, nonlinear: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels1, channels, kernel_size=1)
-        self.conv2 = nn.Conv2d(in_channels2, channels, kernel_size=1)
-        self.fusion = nn.Conv2d(2 * channels, channels, kernel_size=1)
+
+        def conv(cin: int) -> nn.Module:
+            layer = nn.Conv2d(cin, channels, kernel_size=1)
+            return nn.Sequential(layer, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)) if nonlinear else layer
+
+        self.conv1 = conv(in_channels1)
+        self.conv2 = conv(in_channels2)
+        self.fusion = conv(2 * channels)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         if x1.shape[0] != x2.shape[0] or x1.shape[2:] != x2.shape[2:]:
@@ -80,10 +91,12 @@ class MMFFNet(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 10, in_chans: int = 1, *,
                  shared: bool = True, fusion: Literal["mid", "late"] = "mid", channels: int = 256,
-                 backbone_pretrained_path: str | os.PathLike | None = None, **backbone_kwargs):
+                 nonlinear: bool = False, backbone_pretrained_path: str | os.PathLike | None = None, **backbone_kwargs):
         super().__init__()
         if fusion not in ("mid", "late"):
             raise ValueError(f"fusion must be 'mid' (the review's M-MFF block) or 'late', got {fusion!r}")
+        if nonlinear and fusion != "mid":
+            raise ValueError("nonlinear applies to the mid-level fusion block (fusion: mid) only")
         self.in_chans, self.shared, self.fusion_kind = in_chans, shared, fusion
 
         def make() -> nn.Module:
@@ -96,7 +109,7 @@ class MMFFNet(nn.Module):
         self.backbones = nn.ModuleList([make()] if shared else [make(), make()])
         width = self.backbones[0].num_features
         if fusion == "mid":
-            self.mmff = MultiModalFeatureFusion(width, width, channels)
+            self.mmff = MultiModalFeatureFusion(width, width, channels, nonlinear=nonlinear)
             self.fc = nn.Linear(channels, num_classes)
         else:
             self.heads = nn.ModuleList([nn.Linear(width, num_classes), nn.Linear(width, num_classes)])
@@ -125,6 +138,6 @@ class MMFFNet(nn.Module):
 
 @register_model("mmff_resnet50")
 def mmff_resnet50(num_classes: int = 10, in_chans: int = 1, **kwargs) -> MMFFNet:
-    """M-MFFnet on ResNet50 (``shared``, ``fusion``, ``channels``, ``backbone_pretrained_path``)."""
+    """M-MFFnet on ResNet50 (``shared``, ``fusion``, ``channels``, ``nonlinear``, ``backbone_pretrained_path``)."""
     kwargs.setdefault("backbone", "resnet50")
     return MMFFNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
