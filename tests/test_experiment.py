@@ -58,6 +58,20 @@ def test_variants_get_their_data_epochs_and_recipe(trained):
     assert any(torch.equal(small[0], row) for row in big)
 
 
+def test_only_models_trained_on_the_profiles_own_budget_are_traced_for_the_report(trained):
+    from resnet_review.profiling import load_traced
+
+    stage, results = trained
+    traced = sorted((stage.models_dir / "traced").iterdir())
+    # the half-data 16 px variant answers another question than the Pareto front's
+    assert [p.name for p in traced] == [f"{results['full'].info['architecture']}.pt"]
+    module, shapes = load_traced(traced[0])
+    model, x = results["full"].model, torch.randn(2, 1, 28, 28)
+    assert shapes == [(1, 28, 28)]
+    with torch.no_grad():
+        assert torch.allclose(module(x), model(x), atol=1e-5)
+
+
 def test_metrics_json_holds_per_seed_values_and_the_budget(trained):
     stage, results = trained
     data = json.loads((stage.out_dir / "metrics.json").read_text())

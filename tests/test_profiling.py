@@ -97,3 +97,32 @@ def test_architecture_key_ignores_weights_and_dropout_rates_but_not_shapes():
     assert architecture_key(a) != architecture_key(build_model("resnet18", num_classes=5, in_chans=1))
     assert architecture_key(a) != architecture_key(build_model("resnet18", num_classes=10, in_chans=1,
                                                                act_layer="silu"))
+
+
+def test_a_traced_model_runs_like_the_model_in_another_process_without_its_code(tmp_path, capsys):
+    from resnet_review.profiling import compare_latency, load_traced, save_traced
+    from resnet_review.techniques.compression import quantize_int8
+
+    torch.manual_seed(0)
+    x = (torch.randn(1, 1, 28, 28),)
+    models = {"fp32": build_model("resnet18", num_classes=10, in_chans=1).eval(),
+              "int8": quantize_int8(build_model("resnet18", num_classes=10, in_chans=1), x, [x, x]),
+              "pair": build_model("mmff_resnet50", backbone="resnet18").eval()}
+    shapes = {"fp32": [(1, 28, 28)], "int8": [(1, 28, 28)], "pair": [(1, 14, 28), (1, 14, 28)]}
+    loaded = {}
+    for name, model in models.items():
+        path = save_traced(model, shapes[name], tmp_path / f"{name}.pt")
+        loaded[name], got = load_traced(path)
+        assert got == shapes[name]
+        inputs = example_inputs(shapes[name], 3)  # traced at batch 1, run at another
+        with torch.no_grad():
+            assert torch.allclose(loaded[name](*inputs), model(*inputs), atol=1e-4), name
+    times = compare_latency(loaded, shapes, batch_sizes=(1,), repeats=1, rounds=2)
+    assert set(times) == set(models) and all(len(t["cpu_b1"]) == 2 and min(t["cpu_b1"]) > 0 for t in times.values())
+
+    class Untraceable(torch.nn.Module):
+        def forward(self, x):
+            return "not a tensor"  # a traced function returns tensors
+
+    assert save_traced(Untraceable(), [(1, 4, 4)], tmp_path / "no.pt") is None
+    assert "Untraceable cannot be traced" in capsys.readouterr().err and not (tmp_path / "no.pt").exists()

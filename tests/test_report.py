@@ -287,3 +287,40 @@ def test_the_headline_is_four_numbers_per_variant_and_drops_a_gone_variant(tmp_p
     assert set(HEADLINE) == {"test_acc", "test_macro_f1", "latency_cpu_b1_ms", "params_m"}
     # a number the variant lacks is left out, not written as null
     assert json.loads((folder / "int8.json").read_text()) == {"test_acc": 0.49, "params_m": 23.5}
+
+
+def test_the_front_times_every_traced_model_in_one_process_and_lists_each_ones_training(tmp_path):
+    """Rows of one architecture (here in two stages) get one side-by-side timing from a trace;
+    a row whose stage saved no trace gets none. Each front model's training is listed: images
+    x epochs, its own fine-tuning and its source's."""
+    import torch
+
+    from resnet_review.claims import Results
+    from resnet_review.models import build_model
+    from resnet_review.profiling import save_traced
+
+    stages, models = tmp_path / "stages", tmp_path / "models"
+    budget = {"train_size": 2500, "img_size": 28, "epochs": 2}
+    acc = {"test_acc": {"mean": 0.8, "ci_low": 0.79, "ci_high": 0.81}, "params_m": 1.0}
+    blocks = {"baseline": {"resnet18": acc | {"architecture": "r18", "latency_cpu_b1_ms": 5.0}},
+              "pruning": {"dense_finetuned": acc | {"architecture": "r18", "latency_cpu_b1_ms": 9.0,
+                                                    "source": "baseline/resnet18", "finetune_epochs": 1},
+                          "pruned": acc | {"architecture": "tiny", "latency_cpu_b1_ms": 1.0, "source":
+                                           "baseline/resnet18", "finetune_epochs": 1},
+                          "untraced": acc | {"architecture": "gone", "latency_cpu_b1_ms": 2.0}}}
+    for stage, variants in blocks.items():
+        (stages / stage).mkdir(parents=True)
+        (stages / stage / "metrics.json").write_text(json.dumps({"profile": "cpu", "budget": budget, **variants}))
+    torch.manual_seed(0)
+    save_traced(build_model("resnet18", num_classes=10, in_chans=1), [(1, 28, 28)],
+                models / "baseline" / "traced" / "r18.pt")
+    save_traced(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), [(1, 28, 28)],
+                models / "pruning" / "traced" / "tiny.pt")
+    frame = report.time_side_by_side(report.comparable(report.collect(stages)), models, repeats=2, rounds=3)
+    timed = frame.set_index("label")[report.SIDE_BY_SIDE]
+    assert timed["baseline/resnet18"] == timed["pruning/dense_finetuned"] > timed["pruning/pruned"] > 0
+    assert pd.isna(timed["pruning/untraced"])
+    table = report.pareto_table(frame.dropna(subset=[report.SIDE_BY_SIDE]), x=report.SIDE_BY_SIDE,
+                                results=Results(stages))
+    assert list(table["model"]) == ["pruning/pruned"]  # the fastest, as accurate as every other
+    assert list(table["training"]) == ["2500 images x 2 epochs + 1 fine-tuning"]

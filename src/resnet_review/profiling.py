@@ -6,7 +6,9 @@
   CUDA latency too when a GPU is present;
 - peak memory of one training step (forward + backward): CUDA's allocator peak on a GPU, the
   rise of the peak resident set (Linux ``VmHWM``) of a fresh process on the CPU;
-- size of the saved ``state_dict``.
+- size of the saved ``state_dict``;
+- a TorchScript trace of the model for timing it later beside models of other stages, in one
+  process (:func:`save_traced`, :func:`load_traced`; the report's Pareto front).
 
 CLI::
 
@@ -27,12 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .storage import atomic_save_script
 
 
 @dataclass
@@ -107,20 +112,58 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
     return statistics.median(times)
 
 
-def compare_latency(models: dict[str, nn.Module], input_shapes: list[tuple[int, ...]], *,
+def compare_latency(models: dict[str, nn.Module], input_shapes: list[tuple[int, ...]] | dict[str, list], *,
                     batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 20,
                     rounds: int = 3) -> dict[str, dict[str, list[float]]]:
     """``{name: {"cpu_b<batch>": [ms per round]}}``: eval-mode CPU latency of several models
     measured in turn, round after round (each value a :func:`measure_latency` median). Models are
-    timed side by side, so load on a shared machine hits them alike and their ratios hold."""
-    inputs = {b: example_inputs(input_shapes, b) for b in batch_sizes}
+    timed side by side, so load on a shared machine hits them alike and their ratios hold.
+    ``input_shapes`` is one list for every model, or ``{name: shapes}``."""
+    shapes = input_shapes if isinstance(input_shapes, dict) else dict.fromkeys(models, input_shapes)
+    inputs = {n: {b: example_inputs(shapes[n], b) for b in batch_sizes} for n in models}
     times: dict[str, dict[str, list[float]]] = {n: {f"cpu_b{b}": [] for b in batch_sizes} for n in models}
-    cpu_models = {n: copy.deepcopy(m).cpu().eval() for n, m in models.items()}
+    cpu_models = {n: m if isinstance(m, torch.jit.ScriptModule) else copy.deepcopy(m).cpu().eval()
+                  for n, m in models.items()}
     for _ in range(rounds):
         for name, model in cpu_models.items():
             for b in batch_sizes:
-                times[name][f"cpu_b{b}"].append(measure_latency(model, inputs[b], repeats))
+                times[name][f"cpu_b{b}"].append(measure_latency(model, inputs[name][b], repeats))
     return times
+
+
+TRACED_DIR = "traced"  # under a stage's models folder: one trace per architecture, <architecture>.pt
+TRACED_SHAPES = "input_shapes.json"  # the extra file of a saved trace: its per-example input shapes
+
+
+def save_traced(model: nn.Module, input_shapes: list[tuple[int, ...]], path: str | os.PathLike) -> Path | None:
+    """Save a TorchScript trace of ``model`` (on the CPU, eval mode, traced at batch 1) and its
+    input shapes to ``path``, so that another process can time it beside other stages' models
+    without their code. A model that cannot be traced is named on stderr and None returned:
+    its latency is then only the one its own stage measured."""
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    if not is_quantized(cpu_model):
+        cpu_model = cpu_model.float()
+    # the tracer warns of shape checks it turns into constants; torch 2.14 marks TorchScript
+    # deprecated in favour of torch.export, which cannot export an FX int8 model
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            traced = torch.jit.trace(cpu_model, example_inputs(input_shapes, 1), check_trace=False)
+        except Exception as err:  # noqa: BLE001 - any model the tracer cannot follow
+            print(f"warning: {type(model).__name__} cannot be traced ({type(err).__name__}: {str(err)[:200]}); "
+                  f"{path} is not written", file=sys.stderr)
+            return None
+        return atomic_save_script(traced, path, {TRACED_SHAPES: json.dumps([list(s) for s in input_shapes])})
+
+
+def load_traced(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, list[tuple[int, ...]]]:
+    """A trace written by :func:`save_traced` and its per-example input shapes (TorchScript,
+    no pickled Python objects)."""
+    extra = {TRACED_SHAPES: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module.eval(), [tuple(s) for s in json.loads(extra[TRACED_SHAPES])]
 
 
 def _rss_kib(field_name: str) -> int | None:

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import COST_LABELS, collect, pareto_front, pool_latency  # noqa: F401  (the notebooks' report.collect)
+from .claims import Results, footing
+from .profiling import TRACED_DIR, compare_latency, load_traced
+from .results import (  # noqa: F401  (the notebooks' report.collect)
+    COST_LABELS,
+    SIDE_BY_SIDE,
+    collect,
+    on_own_budget,
+    pareto_front,
+    pool_latency,
+)
 from .stats import SEEDS_AND_IMAGES
 from .techniques.limitations import SOURCE_NOTES
 
@@ -54,33 +63,63 @@ def relative_costs(table: pd.DataFrame, reference: str, label: str = "label") ->
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows trained under the profile's own budget — all ten classes, every training image,
-    the profile's epochs and input size, whole images — whose accuracies can be set side by side
-    (a low-data, low-resolution, longer-trained or 5-class variant answers another question)."""
+    """The rows trained under the profile's own budget (:func:`~resnet_review.results.on_own_budget`)
+    — all ten classes, every training image, the profile's epochs and input size, whole images —
+    whose accuracies can be set side by side."""
     if frame.empty:
         return frame
-    def same(column: str, budget: str | None = None, value=None):
-        if column not in frame:
-            return pd.Series(True, index=frame.index)
-        expected = frame[budget] if budget else value
-        return frame[column].isna() | (frame[column] == expected)
-    keep = (same("train_images", "budget_train_size") & same("img_size", "budget_img_size")
-            & same("epochs", "budget_epochs") & same("view", value="image"))
-    if "task" in frame:
-        keep &= frame["task"].isna()
-    return frame[keep]
+    keep = frame.apply(lambda row: on_own_budget(row, row.get("budget_train_size"), row.get("budget_img_size"),
+                                                 row.get("budget_epochs")), axis=1)
+    return frame[keep.astype(bool)]
 
 
-def pareto_table(frame: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc") -> pd.DataFrame:
+def time_side_by_side(frame: pd.DataFrame, models_dir: str | os.PathLike, *, repeats: int = 10,
+                      rounds: int = 5) -> pd.DataFrame:
+    """``frame`` with :data:`~resnet_review.results.SIDE_BY_SIDE`: the batch-1 CPU latency of
+    each row's architecture, every one timed in this process, in turn, round after round (median
+    over ``rounds``), from the TorchScript trace its stage saved under
+    ``<models_dir>/<stage>/traced/``; NaN where no trace was saved (a model the tracer cannot
+    follow, or a run whose weights are not at hand). Timings from different processes differ by
+    tens of percent on a shared machine; these do not."""
+    frame = frame.copy()
+    frame[SIDE_BY_SIDE] = math.nan
+    if frame.empty or "architecture" not in frame:
+        return frame
+    traces = {}
+    for _, row in frame.dropna(subset=["architecture"]).iterrows():
+        path = Path(models_dir) / row["stage"] / TRACED_DIR / f"{row['architecture']}.pt"
+        if row["architecture"] not in traces and path.is_file():
+            traces[row["architecture"]] = load_traced(path)
+    if traces:
+        times = compare_latency({a: m for a, (m, _) in traces.items()}, {a: s for a, (_, s) in traces.items()},
+                                batch_sizes=(1,), repeats=repeats, rounds=rounds)
+        median = {a: float(pd.Series(t["cpu_b1"]).median()) for a, t in times.items()}
+        frame[SIDE_BY_SIDE] = frame["architecture"].map(median)
+    return frame
+
+
+def training_compute(results: Results, label: str) -> str:
+    """What ``stage/variant`` was trained on and for (:func:`resnet_review.claims.footing`):
+    images x epochs, extra fine-tuning epochs, a teacher's."""
+    f = footing(results, label)
+    out = f"{f['train_images']:.0f} images x {f['epochs']:.0f} epochs" if f["train_images"] and f["epochs"] else "?"
+    if f["extra_epochs"]:
+        out += f" + {f['extra_epochs']:.0f} fine-tuning"
+    return out + (f", teacher {f['teacher']}" if f.get("teacher") else "")
+
+
+def pareto_table(frame: pd.DataFrame, x: str = "latency_cpu_b1_ms", y: str = "test_acc",
+                 results: Results | None = None) -> pd.DataFrame:
     """The models on the Pareto front of ``frame`` (lower ``x``, higher mean ``y``), cheapest
-    first, formatted: the headline table of the report and of reports/RESULTS.md."""
+    first, formatted, each with what it was trained on and for (``results``: the stages' metrics):
+    the headline table of the report and of reports/RESULTS.md."""
     front = frame[pareto_front(frame, x, f"{y}_mean")].sort_values(x)
-    return pd.DataFrame({"model": front["label"], COST_LABELS.get(x, x): front[x].map("{:.1f}".format),
-                         "test accuracy (95% CI)": [_fmt(row, y, "ci") for _, row in front.iterrows()],
-                         "params (M)": front["params_m"].map("{:.1f}".format) if "params_m" in front else ""})
-
-
-
+    table = pd.DataFrame({"model": front["label"], COST_LABELS.get(x, x): front[x].map("{:.1f}".format),
+                          "test accuracy (95% CI)": [_fmt(row, y, "ci") for _, row in front.iterrows()],
+                          "params (M)": front["params_m"].map("{:.1f}".format) if "params_m" in front else ""})
+    if results is not None:
+        table["training"] = [training_compute(results, label) for label in front["label"]]
+    return table
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
@@ -299,8 +338,10 @@ def results_page(reports_dir: str | Path, out: str | Path | None = None) -> Path
             bh = ", ".join(f"{v}: {n}" for v, n in group["verdict_bh"].value_counts().items())
             body += f"- **{tier}** ({len(group)} claims): raw verdicts {raw}; after Benjamini–Hochberg FDR " \
                     f"control at 5%, {bh}.\n"
+    timing = report_dir / "pareto_timing.txt"
+    timing = f" Latency: {timing.read_text(encoding='utf-8').strip()}." if timing.is_file() else ""
     body += section("Pareto front", "Models no other model beats on both accuracy and CPU latency (each trained "
-                    "under its profile's own budget):", "pareto_front.md")
+                    f"on its profile's images and epochs, with the training listed).{timing}", "pareto_front.md")
     body += section("The review's claims, measured", "Paired by seed; effect = treatment − control, 95% CI "
                     "(also `reports/report/claims.md`, `claims.csv`):", "claims.md")
     body += section("The review's Table 1, measured", "ResNet50's limitations, measured on the baseline:",

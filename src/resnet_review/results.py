@@ -59,7 +59,22 @@ def collect(stages_dir: str | Path, stages: list[str] | None = None) -> pd.DataF
     return pool_latency(pd.DataFrame(rows))
 
 
+def on_own_budget(row: dict | pd.Series, train_size, img_size, epochs) -> bool:
+    """Whether a variant (its metrics block, or a row of :func:`collect`) trained under its
+    profile's own budget: every training image, the profile's input size and epochs, whole images,
+    all ten classes (a key it does not record is the budget's). Such models' accuracies can be set
+    side by side; a low-data, low-resolution, longer-trained or 5-class one answers another question."""
+    def given(key: str):
+        value = row.get(key)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    return all(given(key) in (None, expected) for key, expected in (
+        ("train_images", train_size), ("img_size", img_size), ("epochs", epochs), ("view", "image"))) \
+        and given("task") is None
+
+
 LATENCY_COLUMNS = ("latency_cpu_b1_ms", "latency_cpu_b32_ms")
+SIDE_BY_SIDE = "latency_side_by_side_cpu_b1_ms"  # the report's timing of every model in one process
 
 
 def pool_latency(frame: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +101,8 @@ COST_LABELS = {"gmacs": "GMACs per image", "latency_cpu_b1_ms": "CPU latency, ba
                "peak_train_memory_mb": "peak training memory (MB)", "checkpoint_mb": "weights (MB)",
                "train_time_s_mean": "training time per seed (s)",
                "latency_same_run_cpu_b1_ms": "CPU latency, batch 1 (ms, side by side)",
-               "latency_same_run_cpu_b32_ms": "CPU latency, batch 32 (ms, side by side)"}
+               "latency_same_run_cpu_b32_ms": "CPU latency, batch 32 (ms, side by side)",
+               SIDE_BY_SIDE: "CPU latency, batch 1 (ms, TorchScript, every model side by side)"}
 
 
 def pareto_front(frame: pd.DataFrame, x: str, y: str) -> pd.Series:

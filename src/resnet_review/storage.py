@@ -46,6 +46,11 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
+def atomic_save_script(module, path: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:
+    """``torch.jit.save`` of a TorchScript module (with ``extra_files`` beside its code), atomically."""
+    return _atomic_write(path, lambda handle: torch.jit.save(module, handle, _extra_files=extra_files or {}))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically: a reader sees the old file or the new one, never a part."""
     return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
