@@ -24,11 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # the commands the README gives for each tier
 TIERS = {"fast": ["-m", "not slow"], "full": []}
+SLOWEST = 25  # the slowest test phases (set-up, call, teardown) recorded per tier: where its time goes
+DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)")
 
 
 def run_tier(args: list[str]) -> dict:
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--durations={SLOWEST}", *args], cwd=ROOT,
                          capture_output=True, text=True)
     seconds = time.monotonic() - t0
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
@@ -37,7 +39,13 @@ def run_tier(args: list[str]) -> dict:
         sys.stderr.write(out.stdout[-5000:] + out.stderr[-2000:])
     return {"command": " ".join(["pytest", *args]), "seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
             "returncode": out.returncode,
-            "counts": counts, "summary": summary}
+            "counts": counts, "summary": summary, "slowest": slowest(out.stdout)}
+
+
+def slowest(output: str) -> list[dict]:
+    """The ``--durations`` lines of a pytest run: seconds, phase and test id, slowest first."""
+    found = (DURATION.match(line.strip()) for line in output.splitlines())
+    return [{"seconds": float(m[1]), "phase": m[2], "test": m[3]} for m in found if m]
 
 
 def cpu_model() -> str:
