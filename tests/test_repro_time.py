@@ -50,12 +50,12 @@ def test_the_tier_benchmark_records_where_a_tiers_time_goes(load_repo_module):
 ============================= slowest 25 durations =============================
 612.41s setup    tests/test_pipeline.py::test_repro_writes_real_metrics
 31.20s call     tests/test_scaling.py::test_dvc_queue_runs_two_smoke_experiments_in_two_workers_at_once
-0.52s teardown tests/test_reliability.py::test_bad_params_under_dvc_repro_are_refused_before_anything_is_deleted[unknown_model]
+0.52s teardown tests/test_reliability.py::test_bad_params_under_dvc_repro_are_refused[unknown_model]
 330 passed, 15 warnings in 1402.85s (0:23:22)
 """
     assert tiers.slowest(output) == [
         {"seconds": 612.41, "phase": "setup", "test": "tests/test_pipeline.py::test_repro_writes_real_metrics"},
         {"seconds": 31.2, "phase": "call",
          "test": "tests/test_scaling.py::test_dvc_queue_runs_two_smoke_experiments_in_two_workers_at_once"},
-        {"seconds": 0.52, "phase": "teardown", "test": "tests/test_reliability.py::test_bad_params_under_dvc_repro_"
-                                                       "are_refused_before_anything_is_deleted[unknown_model]"}]
+        {"seconds": 0.52, "phase": "teardown",
+         "test": "tests/test_reliability.py::test_bad_params_under_dvc_repro_are_refused[unknown_model]"}]
