@@ -21,6 +21,7 @@ models_dir = "models/scratch"
 # %%
 from IPython.display import Markdown, display
 
+from resnet_review import plots
 from resnet_review.experiment import Stage
 
 stage = Stage(stage_name, profile=profile, reports_dir=reports_dir, models_dir=models_dir)
@@ -31,6 +32,7 @@ display(Markdown(stage.describe()))
 
 # %%
 results = stage.run_variants()
+stage.save_figure(plots.training_curves(list(results.values())), "training_curves")
 stage.table()
 
 # %% [markdown]
