@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def training_speed() -> float:
     return round(128 * 6 / sum(steps[2:]), 1)
 
 
+def addopts() -> str:
+    """The options every pytest run of the suite adds (pyproject.toml): its xdist workers among them."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        return tomllib.load(fh)["tool"]["pytest"]["ini_options"].get("addopts", "")
+
+
 def commit() -> str | None:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return out.stdout.strip() or None
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "fast_tier": tiers["fast"],
         "full_tier": tiers["full"],
+        "pytest_addopts": addopts(),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "cpu_model": cpu_model(), "python": platform.python_version(),
                     "resnet50_train_images_per_s": training_speed()},

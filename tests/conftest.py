@@ -19,6 +19,15 @@ from resnet_review.data import RAW_FILES, load_splits, prepare
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Each pytest-xdist worker (pyproject's addopts) gets an equal share of the cores, in-process and in
+# every process a test starts (dvc, papermill kernels, torchrun ranks), which inherit
+# OMP_NUM_THREADS: two workers of two OpenMP threads each on two cores would stall on each other's
+# spinning threads. A run without workers (`pytest -n 0`) keeps torch's default.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+
 
 def project_env() -> dict[str, str]:
     """The environment a user's shell has in a copy of the project: this venv's tools first."""
@@ -71,6 +80,16 @@ def _ensure_prepared() -> Path:
     return paths.prepared
 
 
+# The full tier runs in two pytest-xdist workers, one test file per worker at a time (pyproject's
+# addopts). The smoke `dvc repro` in test_pipeline.py is its longest path (about ten of its
+# minutes), so that file is handed out first: one worker runs it while the other takes the rest.
+FIRST = ("test_pipeline.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: files and tests keep their order
+
+
 def pytest_sessionstart(session):
     # the tests, and a notebook checked by hand under nbval (`pytest --nbval-lax notebooks/…`), read
     # data/prepared like the pipeline does
@@ -85,7 +104,6 @@ def paths() -> Paths:
 @pytest.fixture(scope="session")
 def small_splits():
     """2000 training, 500 validation and 1000 test images of the real data set."""
-    torch.set_num_threads(2)
     return load_splits(_ensure_prepared(), train_size=2000, val_size=500, test_size=1000, img_size=28)
 
 

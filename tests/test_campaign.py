@@ -93,7 +93,6 @@ def test_chunks_skip_what_is_done_wait_for_what_they_read_and_stop_starting_at_t
 
 @pytest.mark.slow
 def test_seeds_side_by_side_give_the_numbers_of_seeds_one_after_another(paths, tmp_path):
-    torch.set_num_threads(2)
 
     def seed_hooks(seed):  # draws from the global generator, as loading a seed's teacher does
         torch.randn(3)
@@ -109,7 +108,6 @@ def test_seeds_side_by_side_give_the_numbers_of_seeds_one_after_another(paths, t
 
 @pytest.mark.slow
 def test_a_deadline_cuts_a_stage_and_the_rerun_finishes_it_with_the_same_numbers(paths, tmp_path, monkeypatch):
-    torch.set_num_threads(2)
     whole = tiny_stage(paths, tmp_path / "whole")
     whole.run_variants()
 

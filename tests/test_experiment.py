@@ -33,7 +33,6 @@ def open_stage(paths, tmp_path, section: dict, **budget) -> Stage:
 def trained(paths, tmp_path_factory):
     """Two variants of resnet18 on 120 real images: the profile's data, and half of it at 16 px for
     twice the epochs."""
-    torch.set_num_threads(2)
     tmp = tmp_path_factory.mktemp("tiny")
     stage = open_stage(paths, tmp, {"model": "resnet18", "variants": {
         "full": {},

@@ -1,6 +1,8 @@
 """The README is a short guide and holds no typed result (STYLE rule 13): every number in README.md
 or docs/*.md that looks like a measurement must be one a generated file holds."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,13 @@ def test_readme_is_a_short_guide_that_links_the_results():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     assert "reports/RESULTS.md" in text and "<!-- results:begin -->" not in text
+
+
+@pytest.mark.slow  # collects the whole suite in a process of its own
+def test_the_report_of_probes_in_the_readme_counts_these_tests():
+    """The README's reliability figure is the number of probe tests, not a typed-in number."""
+    collect = [sys.executable, "-m", "pytest", "-n", "0", "--collect-only", "-q", "-m", "probe", "tests"]
+    collected = subprocess.run(collect, cwd=ROOT, capture_output=True, text=True)
+    n = sum(1 for line in collected.stdout.splitlines() if "::" in line)
+    readme = (ROOT / "README.md").read_text()
+    assert f"{n} probes" in readme, f"README should state {n} probes"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,8 +124,10 @@ def edit_params(root: Path, old: str, new: str) -> None:
 def make_the_baseline_run_for_minutes(root: Path) -> None:
     """A smoke stage ends in seconds: a probe that stops one mid-run must not race its end (a run
     that finished before the kill would have replaced the results the probe checks are kept)."""
-    smoke = "  smoke:\n    train_size: 128\n    val_size: 64\n    test_size: 256\n    img_size: 28\n"
-    edit_params(root, smoke + "    epochs: 1\n", smoke + "    epochs: 500\n")
+    text = (root / "params.yaml").read_text()
+    longer, n = re.subn(r"(\n  smoke:\n(?:    .*\n)*?    epochs: )1\n", r"\g<1>500\n", text)
+    assert n == 1, "params.yaml's smoke profile has no `epochs: 1`"
+    (root / "params.yaml").write_text(longer)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -1,8 +1,14 @@
-"""benchmarks/repro_time.py: stage times from rendered notebooks and metrics, against the goal."""
+"""benchmarks/repro_time.py: stage times from rendered notebooks and metrics, against the goal; and
+benchmarks/test_tiers.py with the set-up the tiers it times run under."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
+import torch
 
 
 def write_stage(reports, name, start, end, duration, per_seed=None, folder="stages"):
@@ -59,3 +65,15 @@ def test_the_tier_benchmark_records_where_a_tiers_time_goes(load_repo_module):
          "test": "tests/test_scaling.py::test_dvc_queue_runs_two_smoke_experiments_in_two_workers_at_once"},
         {"seconds": 0.52, "phase": "teardown",
          "test": "tests/test_reliability.py::test_bad_params_under_dvc_repro_are_refused[unknown_model]"}]
+    assert re.search(r"(^| )-n [1-9]", tiers.addopts()), "the suite runs in pytest-xdist workers"
+
+
+def test_a_worker_and_what_it_starts_use_their_share_of_the_cores():
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not workers:
+        pytest.skip("run without pytest-xdist workers (-n 0): torch keeps its default threads")
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    assert torch.get_num_threads() == share
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    started = subprocess.run(probe, capture_output=True, text=True, check=True, env=os.environ)
+    assert int(started.stdout) == share

@@ -113,7 +113,7 @@ def write_control(stage: Stage, **info) -> None:
     """The control's metrics.json as the dropout stage writes it, under this stage's budget."""
     folder = stage.out_dir.parent / "dropout"
     folder.mkdir(parents=True, exist_ok=True)
-    block = {"per_seed": {"seed": [0, 1], "test_acc": [0.61, 0.63]}, "img_size": 28, **info}
+    block = {"per_seed": {"seed": [0, 1], "test_acc": [0.61, 0.63]}, "img_size": stage.budget.img_size, **info}
     folder.joinpath("metrics.json").write_text(json.dumps({"profile": "smoke", "budget": comparable_budget(
         stage.budget), "low_data_drop_rate_0": block}))
 

@@ -23,7 +23,6 @@ def same_numbers(a, b):
 
 @pytest.fixture(scope="module")
 def first(paths, tmp_path_factory):
-    torch.set_num_threads(2)
     tmp = tmp_path_factory.mktemp("trained")
     section = {"model": "resnet18", "variants": {"a": {}}}
     stage = open_stage(paths, tmp, section)

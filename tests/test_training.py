@@ -97,7 +97,6 @@ def tiny_stages(paths, tmp_path, **sections):
 
 
 def test_each_student_learns_from_its_own_seeds_teacher(paths, tmp_path, monkeypatch):
-    torch.set_num_threads(2)
     stages = tiny_stages(paths, tmp_path, teacher={"variants": {"t18": {"model": "resnet18"}}},
                          distillation={"temperature": 3.0, "alpha": 0.5, "variants": {
                              "s18": {"model": "resnet18", "alpha": 0.8,
@@ -139,7 +138,6 @@ def test_an_ambiguous_teacher_must_be_named(paths, tmp_path):
 
 
 def test_augmentation_variants_transform_every_training_batch_and_only_theirs(paths, tmp_path, monkeypatch):
-    torch.set_num_threads(2)
     stage = tiny_stages(paths, tmp_path, augmentation={"model": "resnet18", "throughput_batches": 2, "variants": {
         "none": {}, "mixed": {"augment": ["mixup", "random_erasing"]}}})["augmentation"]
     calls = {}

@@ -9,7 +9,6 @@ import json
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -48,7 +47,6 @@ def raw(paths):
 def open_stage(raw, paths, tmp_path, name: str = "hparam_tuning", **section) -> Stage:
     raw = copy.deepcopy(raw)
     raw[name] |= section
-    torch.set_num_threads(2)
     return Stage(name, params=validate_params(raw), reports_dir=str(tmp_path / "stages"),
                  models_dir=str(tmp_path / "models"), root=paths.root)
 
