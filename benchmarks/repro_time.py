@@ -7,7 +7,8 @@ images/s from its metrics.json. The baseline's training speed is recorded beside
 same machine has trained the same ResNet50 at 133 to 197 images/s on different days, and the
 pipeline's time follows it.
 
-    python benchmarks/repro_time.py [--reports reports --goal-min 60 --out reports/benchmarks/repro_time.json]
+    python benchmarks/repro_time.py [--reports reports --models models --goal-min 60
+                                     --out reports/benchmarks/repro_time.json]
 
 The span is the repro's time only when one `dvc repro` ran every stage in one go; `--note` says
 so in the JSON when it did not (e.g. a repro resumed after a fix).
@@ -46,7 +47,21 @@ def training(metrics: Path) -> tuple[float, list[float]]:
     return seconds, speeds
 
 
-def summarise(reports: Path, goal_min: float) -> dict:
+def folder_gib(folder: Path) -> float | None:
+    """Disk held by the files under ``folder`` (hard links to DVC's cache counted once), None if absent."""
+    if not folder.is_dir():
+        return None
+    seen, total = set(), 0
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
+    return round(total / 2**30, 1)
+
+
+def summarise(reports: Path, goal_min: float, models: Path | None = None) -> dict:
     notebooks = sorted((reports / "stages").glob("*/notebook.ipynb")) + sorted(reports.glob("report/notebook.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no rendered notebooks under {reports}/stages: run `dvc repro` first")
@@ -72,12 +87,15 @@ def summarise(reports: Path, goal_min: float) -> dict:
         "baseline_train_images_per_s": (round(statistics.median(baseline_speeds), 1) if baseline_speeds else None),
         "goal_min": goal_min,
         "meets_goal": span_s <= goal_min * 60,
+        # the weights the repro keeps (each seed's, each stage's traced models): the disk it needs
+        "models_gib": folder_gib(models) if models is not None else None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/repro_time.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="the pipeline's reports folder")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="the pipeline's weights folder")
     parser.add_argument("--goal-min", type=float, default=60.0, help="the profile's time goal, in minutes")
     parser.add_argument("--note", default="", help="recorded as is, e.g. how the repro was run")
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/repro_time.json"))
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.goal_min <= 0:
         parser.error(f"--goal-min must be positive, got {args.goal_min}")
     try:
-        result = summarise(args.reports, args.goal_min)
+        result = summarise(args.reports, args.goal_min, args.models)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     if args.note:
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stages {result['stages_wall_s'] / 60:.1f} min (training {result['training_s'] / 60:.1f}, other "
           f"{result['other_s'] / 60:.1f}); first start to last end {result['span_s'] / 60:.1f} min; baseline trained "
           f"at {result['baseline_train_images_per_s']} images/s; goal {args.goal_min:g} min: "
-          f"{'met' if result['meets_goal'] else 'missed'}")
+          f"{'met' if result['meets_goal'] else 'missed'}; weights kept: {result['models_gib']} GiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -17,6 +17,8 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import tomllib
 from datetime import datetime, timezone
@@ -29,17 +31,47 @@ SLOWEST = 25  # the slowest test phases (set-up, call, teardown) recorded per ti
 DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)")
 
 
+class PeakDisk:
+    """The most disk a command takes while it runs: the largest drop in free space (sampled every
+    ``every`` s) on the file system of ``folder``, where pytest puts its temporary projects."""
+
+    def __init__(self, folder: str, every: float = 2.0):
+        from resnet_review.storage import free_bytes
+
+        self.folder, self.every, self.free_bytes = folder, every, free_bytes
+        self.start = self.least = free_bytes(folder)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.least = min(self.least, self.free_bytes(self.folder))
+
+    def __enter__(self) -> PeakDisk:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def gib(self) -> float:
+        return round(max(0, self.start - self.least) / 2**30, 1)
+
+
 def run_tier(args: list[str]) -> dict:
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--durations={SLOWEST}", *args], cwd=ROOT,
-                         capture_output=True, text=True)
+    with PeakDisk(tempfile.gettempdir()) as disk:
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--durations={SLOWEST}", *args], cwd=ROOT,
+                             capture_output=True, text=True)
     seconds = time.monotonic() - t0
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", summary)}
     if out.returncode != 0:
         sys.stderr.write(out.stdout[-5000:] + out.stderr[-2000:])
     return {"command": " ".join(["pytest", *args]), "seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
-            "returncode": out.returncode,
+            "returncode": out.returncode, "peak_disk_gib": disk.gib,
             "counts": counts, "summary": summary, "slowest": slowest(out.stdout)}
 
 
@@ -115,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"fast tier {result['fast_tier']['minutes']} min, full tier {result['full_tier']['minutes']} min "
-          f"-> {args.out}")
+          f"(at most {result['full_tier']['peak_disk_gib']} GiB of disk) -> {args.out}")
     return 0 if all(t["returncode"] == 0 for t in tiers.values()) else 1
 
 

@@ -71,6 +71,18 @@ def copy_project(dest: Path, *, profile: str = "smoke", results: bool = True, ed
     return dest
 
 
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A folder for a module's shared fixture, removed once the module's tests are done unless one
+    of them failed (pyproject's tmp_path_retention_policy does the same for each test's tmp_path):
+    the weights such fixtures train would otherwise stay on disk until the whole run ends."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _ensure_prepared() -> Path:
     paths = Paths(ROOT)
     if not paths.prepared.is_file():

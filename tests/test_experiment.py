@@ -30,10 +30,10 @@ def open_stage(paths, tmp_path, section: dict, **budget) -> Stage:
 
 
 @pytest.fixture(scope="module")
-def trained(paths, tmp_path_factory):
+def trained(paths, module_tmp):
     """Two variants of resnet18 on 120 real images: the profile's data, and half of it at 16 px for
     twice the epochs."""
-    tmp = tmp_path_factory.mktemp("tiny")
+    tmp = module_tmp
     stage = open_stage(paths, tmp, {"model": "resnet18", "variants": {
         "full": {},
         "half_16px": {"train_fraction": 0.5, "img_size": 16, "epochs_scale": 2, "train": {"lr": 0.05}},

@@ -14,10 +14,12 @@ from conftest import copy_project, project_env, sh
 
 from resnet_review.results import HEADLINE
 from resnet_review.stats import VERDICTS
+from resnet_review.storage import free_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 # the first test waits for the smoke `dvc repro` of every stage
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+SMOKE_REPRO_GIB = 12  # the weights its stages keep (every seed's, the traced models), with room to spare
 
 
 def readme_block(marker: str) -> str:
@@ -45,6 +47,11 @@ def project(tmp_path_factory):
     """A copy of the project under the smoke profile, extended by the README's recipe, after `dvc repro`;
     the copy goes once the module's tests are done."""
     dest = copy_project(tmp_path_factory.mktemp("project"), results=False, edit=add_readme_recipe)
+    free = free_bytes(dest) / 2**30
+    if free < SMOKE_REPRO_GIB:  # say so now, not as a torch.save error ten minutes into the repro
+        shutil.rmtree(dest, ignore_errors=True)
+        pytest.fail(f"the smoke repro keeps about {SMOKE_REPRO_GIB} GiB of weights under models/ and only "
+                    f"{free:.1f} GiB are free under {dest.parent}: free some disk space (or point TMPDIR elsewhere)")
     try:
         log = sh("dvc repro", dest, timeout=2700)  # ~20 stages of a minute or so each under smoke
         yield dest, log

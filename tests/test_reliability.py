@@ -30,10 +30,10 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(module_tmp):
     """The project after `dvc repro data_overview` (the prepared data and one notebook stage
     downstream of it), committed; the other stages' committed results stand beside it."""
-    dest = copy_project(tmp_path_factory.mktemp("probes"))
+    dest = copy_project(module_tmp)
     sh("dvc repro data_overview", dest, timeout=600)
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", dest)
     yield {"root": dest, "prepared_md5": md5(dest / "data/prepared/fashion_mnist.pt")}

@@ -67,13 +67,15 @@ def test_results_page_holds_the_headline_tables_and_times(tmp_path):
         "images_per_s_bare": 232, "meets_goals": True}))
     (bench / "repro_time.json").write_text(json.dumps({
         "stages_wall_s": 600.0, "training_s": 480.0, "other_s": 120.0, "span_s": 660.0, "goal_min": 60,
-        "baseline_train_images_per_s": 183.3, "stages": [{"stage": "baseline", "wall_s": 97.1, "training_s": 70.0,
+        "baseline_train_images_per_s": 183.3, "models_gib": 12.3,
+        "stages": [{"stage": "baseline", "wall_s": 97.1, "training_s": 70.0,
                                                           "other_s": 27.1}]}))
     text = report.results_page(tmp_path).read_text()
     assert "3 measured claims" in text and "**gpu** (2 claims)" in text and "inconclusive after FDR control: 1" in text
     assert text.index("| wide_deep/resnet18 | 4.0 |") < text.index("| baseline |")  # the headline comes first
     assert "| K He et al. | x2.2 training time |" in text
     assert "**1.010×**" in text and "meets both goals" in text and "| baseline | 97.1 | 70.0 | 27.1 |" in text
+    assert "it keeps 12.3 GiB of weights under `models/`" in text
 
 
 def test_opening_a_stage_leaves_its_written_results_alone(tmp_path, paths):

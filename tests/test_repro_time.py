@@ -35,6 +35,22 @@ def test_times_add_up_and_the_goal_is_judged_on_the_whole_span(tmp_path, load_re
     assert result["baseline_train_images_per_s"] == 140.0  # the machine's speed: the baseline's median
     assert result["meets_goal"] is False  # 5 min 10 s against 5 min
     assert bench.summarise(tmp_path, goal_min=5.2)["meets_goal"] is True
+    assert result["models_gib"] is None  # no weights folder given
+
+
+def test_the_weights_kept_count_a_hard_linked_file_once(tmp_path, load_repo_module):
+    bench = load_repo_module("benchmarks/repro_time.py")
+    models = tmp_path / "models"
+    (models / "baseline" / "resnet50").mkdir(parents=True)
+    weights = models / "baseline" / "resnet50" / "seed0.pt"
+    with weights.open("wb") as fh:
+        fh.truncate(3 * 2**29)  # 1.5 GiB by its size, a sparse file on disk
+    os.link(weights, models / "baseline" / "resnet50" / "seed0.cached.pt")  # as DVC's hardlink cache does
+    (models / "se").mkdir()
+    with (models / "se" / "seed0.pt").open("wb") as fh:
+        fh.truncate(2**29)
+    assert bench.folder_gib(models) == 2.0
+    assert bench.folder_gib(tmp_path / "nowhere") is None
 
 
 def test_a_notebook_not_rendered_by_the_pipeline_is_named(tmp_path, capsys, load_repo_module):

@@ -86,9 +86,9 @@ def assert_same_training(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory):
+def single_process(module_tmp):
     """The reference: one process, 6 epochs of the global batch."""
-    out = tmp_path_factory.mktemp("single")
+    out = module_tmp
     done = train(out, "--epochs", "6")
     assert done.returncode == 0, done.stderr[-3000:]
     return out

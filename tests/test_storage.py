@@ -1,6 +1,7 @@
 """Atomic writes: identical content gives identical bytes, a failed write keeps the old file, a
 killed writer's leftovers are cleaned up, and metrics.json is never left half written."""
 
+import errno
 import hashlib
 import json
 import os
@@ -79,3 +80,32 @@ def test_preparing_the_data_twice_gives_the_same_md5(paths, tmp_path):
     prepare(paths.raw, tmp_path / "a/fashion_mnist.pt", val_size=5000, split_seed=0)
     prepare(paths.raw, tmp_path / "b/fashion_mnist.pt", val_size=5000, split_seed=0)
     assert md5(tmp_path / "a/fashion_mnist.pt") == md5(tmp_path / "b/fashion_mnist.pt")
+
+
+@pytest.mark.probe
+def test_a_write_that_fills_the_disk_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # torch's zip writer reports a full disk only as "unexpected pos N vs M", naming no file
+    path = storage.atomic_write_text(tmp_path / "seed0.pt", "old weights")
+    monkeypatch.setattr(storage, "free_bytes", lambda folder: 5 * 2**20)
+
+    def fill(handle):
+        handle.write(b"x" * 2**20)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 72808000 vs 72807888")
+
+    with pytest.raises(OSError, match=r"no space left on the device holding .* while writing seed0\.pt "
+                                      r"\(1 MiB written, 5 MiB free\)") as caught:
+        storage._atomic_write(path, fill)
+    assert caught.value.errno == errno.ENOSPC and "unexpected pos" in str(caught.value.__cause__)
+    assert path.read_text() == "old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.pt"]
+
+    # with room left, the same failure is not blamed on the disk
+    monkeypatch.setattr(storage, "free_bytes", lambda folder: 10 * 2**30)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        storage._atomic_write(path, fill)
+
+
+def test_free_bytes_is_what_statvfs_reports_for_this_user(tmp_path):
+    stat = os.statvfs(tmp_path)
+    blocks = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
+    assert abs(storage.free_bytes(tmp_path) - blocks * stat.f_frsize) < 2**30

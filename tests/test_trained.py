@@ -22,8 +22,8 @@ def same_numbers(a, b):
 
 
 @pytest.fixture(scope="module")
-def first(paths, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trained")
+def first(paths, module_tmp):
+    tmp = module_tmp
     section = {"model": "resnet18", "variants": {"a": {}}}
     stage = open_stage(paths, tmp, section)
     return tmp, section, stage.run_variant("a")

@@ -358,8 +358,10 @@ def results_page(reports_dir: str | Path, out: str | Path | None = None) -> Path
         body += (f"- Pipeline time ({data.get('note', 'one repro')}): the stages took {data['stages_wall_s'] / 60:.1f} "
                  f"min ({data['training_s'] / 60:.1f} min training, {data['other_s'] / 60:.1f} min else), "
                  f"{data['span_s'] / 60:.1f} min first to last; the baseline trained at "
-                 f"{data['baseline_train_images_per_s']:.1f} images/s (goal: {data['goal_min']:.0f} min). "
-                 f"(`reports/benchmarks/repro_time.json`)\n\n")
+                 f"{data['baseline_train_images_per_s']:.1f} images/s (goal: {data['goal_min']:.0f} min)"
+                 + (f"; it keeps {data['models_gib']:.1f} GiB of weights under `models/`"
+                    if data.get("models_gib") is not None else "")
+                 + ". (`reports/benchmarks/repro_time.json`)\n\n")
         body += "| stage | wall (s) | training (s) | other (s) |\n|---|---|---|---|\n"
         body += "".join(f"| {st['stage']} | {st['wall_s']:.1f} | {st['training_s']:.1f} | {st['other_s']:.1f} |\n"
                         for st in data.get("stages", []))

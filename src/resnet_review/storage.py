@@ -3,6 +3,7 @@ content gives identical bytes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -13,6 +14,30 @@ from typing import IO
 import torch
 
 STALE_TMP_S = 600  # a temporary file this old is a killed writer's leftover, not a save in progress
+# free space below this after a failed write means the disk filled up: torch reports that only as
+# "unexpected pos ... vs ..." from its zip writer, which names neither the file nor the cause
+DISK_FULL_BYTES = 64 * 2**20
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes this process can still write under ``folder`` (root may use the reserved blocks too)."""
+    stat = os.statvfs(folder)
+    return (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
+
+
+def _disk_full(path: Path, tmp: str, err: BaseException) -> OSError | None:
+    """An error that names ``path`` and the full disk, when that is why writing it failed."""
+    if not isinstance(err, Exception):  # an interrupt is not a full disk
+        return None
+    try:
+        written, free = Path(tmp).stat().st_size, free_bytes(path.parent)
+    except OSError:
+        return None
+    if getattr(err, "errno", None) != errno.ENOSPC and free >= DISK_FULL_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"no space left on the device holding {path.parent} while writing {path.name} "
+                   f"({written / 2**20:.0f} MiB written, {free / 2**20:.0f} MiB free); the file there, if any, "
+                   f"is unchanged: free disk space (README: Profiles gives what each profile keeps) and run again")
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -34,8 +59,11 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(path, tmp, err)
         Path(tmp).unlink(missing_ok=True)
+        if full is not None:
+            raise full from err
         raise
     return path
 
