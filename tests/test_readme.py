@@ -14,7 +14,7 @@ NUMBER = r"\d+(?:[.,]\d+)*"
 # What looks like a measurement: a decimal, anything after ± or ×, and a value with a unit.
 MEASUREMENT = re.compile(
     rf"(?<![\w.])(?:(?:±|×|x)\s?(?P<after>{NUMBER})"
-    rf"|(?P<unit>{NUMBER})\s?(?:×|x\b|ms\b|MB\b|GB\b|s\b|min\b|%|images/s\b)"
+    rf"|(?P<unit>{NUMBER})\s?(?:×|x\b|ms\b|MB\b|GB\b|GiB\b|s\b|min\b|%|images/s\b)"
     rf"|(?P<decimal>\d+\.\d+)(?![.\d]))")
 # Settings, not measurements; each is a value the code or params.yaml sets.
 ALLOWED = {
@@ -68,6 +68,7 @@ def test_the_check_catches_a_typed_result():
     held = {"0.704", "1.014"}
     assert unbacked("accuracy 0.704 ± 0.015, 1.014× the loop, 65 min", held) == ["± 0.015", "65 min"]
     assert unbacked("torch 2.14.1, 3 seeds, batch 512, FDR at 5%", held) == []
+    assert unbacked("the repro keeps 12 GiB of weights", held) == ["12 GiB"]
     assert unbacked("```bash\ndvc exp run -S train.lr=0.02\n```\n", held) == []
 
 
