@@ -41,6 +41,17 @@ def test_a_stage_run_again_loads_its_runs_and_gives_the_same_numbers(paths, firs
     assert plots.is_file() and len(plots.read_text().splitlines()) == 1 + len(result.runs[1].fit.history)
 
 
+def test_a_variant_over_seeds_writes_its_mean_inside_its_interval(first):
+    _, _, result = first
+    block = result.summary()
+    accs = [r.test.accuracy for r in result.runs]
+    assert block["seeds"] == len(accs) == 2 and block["per_seed"]["test_acc"] == accs
+    acc = block["test_acc"]
+    assert acc["mean"] == pytest.approx(sum(accs) / 2)
+    assert acc["ci_low"] <= acc["mean"] <= acc["ci_high"]
+    assert acc["ci_high"] - acc["ci_low"] > 0 or accs[0] == accs[1]
+
+
 @pytest.mark.parametrize("change", [
     {"variants": {"a": {"train": {"lr": 0.2}}}},  # another recipe
     {"variants": {"a": {"model_kwargs": {"drop_rate": 0.2}}}},  # another model
